@@ -1,0 +1,429 @@
+//! The domain: a validated contact card, parsed once at the edge.
+//!
+//! [`Card::parse`] applies the Green API's own `sendContact` rules (SPEC §4) and
+//! returns the API's error texts, so a card that reaches the store is one the API
+//! would accept. The daemon and the sandbox share this module; it imports nothing
+//! else of ours.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The largest integer a JavaScript number holds exactly (the API is written in JS).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+const NAME_FIELDS: [&str; 4] = ["firstName", "middleName", "lastName", "company"];
+
+/// A validation failure, carrying the Green API's text (which names the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Validation failed. Details: {detail}")]
+pub struct ValidationError {
+    /// The part after "Details: ", e.g. `'chatId' is required`.
+    pub detail: String,
+}
+
+impl ValidationError {
+    fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The contact object of a card, with the phone as a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    pub phone_contact: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+}
+
+/// A `sendContact` body that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Card {
+    pub chat_id: String,
+    pub contact: Contact,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quoted_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typing_time: Option<i64>,
+}
+
+impl Card {
+    /// Parses raw JSON text; a syntax error is reported like the API's body parser.
+    pub fn parse_json(text: &[u8]) -> Result<Card, ValidationError> {
+        let value: Value = serde_json::from_slice(text)
+            .map_err(|e| ValidationError::new(format!("invalid JSON: {e}")))?;
+        Card::parse(&value)
+    }
+
+    /// Validates a JSON value as a `sendContact` body.
+    pub fn parse(value: &Value) -> Result<Card, ValidationError> {
+        let body = value
+            .as_object()
+            .ok_or_else(|| ValidationError::new("'value' must be of type object"))?;
+        if body.is_empty() {
+            return Err(ValidationError::new("'value' must have at least 1 key"));
+        }
+        let chat_id = parse_chat_id(body.get("chatId"))?;
+        let contact = parse_contact(body.get("contact"))?;
+        let quoted_message_id = match body.get("quotedMessageId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "'quotedMessageId' must be a string",
+                ))
+            }
+        };
+        let typing_time = match body.get("typingTime") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_integer("typingTime", v)?),
+        };
+        reject_unknown(
+            body,
+            &["chatId", "contact", "quotedMessageId", "typingTime"],
+            "",
+        )?;
+        Ok(Card {
+            chat_id,
+            contact,
+            quoted_message_id,
+            typing_time,
+        })
+    }
+
+    /// The body as sent to the API: `phoneContact` always a JSON number.
+    pub fn to_body(&self) -> Value {
+        serde_json::to_value(self).expect("a Card always serializes")
+    }
+
+    /// A stable text form of the body, used to compare idempotent repeats.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).expect("a Card always serializes")
+    }
+}
+
+fn parse_chat_id(value: Option<&Value>) -> Result<String, ValidationError> {
+    let chat_id = match value {
+        None | Some(Value::Null) => return Err(ValidationError::new("'chatId' is required")),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(ValidationError::new("'chatId' must be a string")),
+    };
+    if is_valid_chat_id(chat_id) {
+        Ok(chat_id.clone())
+    } else {
+        Err(ValidationError::new(format!(
+            "'chatId' with value '{chat_id}' fails to match the required pattern: \
+             <digits>@c.us, <digits>@g.us or <digits>-<digits>@g.us"
+        )))
+    }
+}
+
+/// `<digits>@c.us` (personal) or `<digits>@g.us` / `<digits>-<digits>@g.us` (group).
+pub fn is_valid_chat_id(chat_id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(user) = chat_id.strip_suffix("@c.us") {
+        digits(user)
+    } else if let Some(group) = chat_id.strip_suffix("@g.us") {
+        match group.split_once('-') {
+            Some((owner, stamp)) => digits(owner) && digits(stamp),
+            None => digits(group),
+        }
+    } else {
+        false
+    }
+}
+
+fn parse_contact(value: Option<&Value>) -> Result<Contact, ValidationError> {
+    let contact = match value {
+        None | Some(Value::Null) => return Err(ValidationError::new("'contact' is required")),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ValidationError::new("'contact' must be of type object")),
+    };
+    let phone_contact = parse_phone(contact.get("phoneContact"))?;
+    let mut names: [Option<String>; 4] = Default::default();
+    for (slot, field) in names.iter_mut().zip(NAME_FIELDS) {
+        *slot = match contact.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(ValidationError::new(format!(
+                    "'contact.{field}' is not allowed to be empty"
+                )))
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(ValidationError::new(format!(
+                    "'contact.{field}' must be a string"
+                )))
+            }
+        };
+    }
+    if names.iter().all(Option::is_none) {
+        return Err(ValidationError::new(
+            "'contact' must contain at least one of [firstName, middleName, lastName, company]",
+        ));
+    }
+    let mut allowed = vec!["phoneContact"];
+    allowed.extend(NAME_FIELDS);
+    reject_unknown(contact, &allowed, "contact.")?;
+    let [first_name, middle_name, last_name, company] = names;
+    Ok(Contact {
+        phone_contact,
+        first_name,
+        middle_name,
+        last_name,
+        company,
+    })
+}
+
+/// A number, or a string of digits (the API converts numeric strings).
+fn parse_phone(value: Option<&Value>) -> Result<u64, ValidationError> {
+    const FIELD: &str = "'contact.phoneContact'";
+    let not_number = || ValidationError::new(format!("{FIELD} must be a number"));
+    let unsafe_number = || ValidationError::new(format!("{FIELD} must be a safe number"));
+    let phone = match value {
+        None | Some(Value::Null) => {
+            return Err(ValidationError::new(format!("{FIELD} is required")))
+        }
+        Some(Value::Number(n)) => number_to_u64(n, FIELD)?,
+        Some(Value::String(s)) => {
+            let digits = s.trim();
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(not_number());
+            }
+            digits.parse::<u64>().map_err(|_| unsafe_number())?
+        }
+        Some(_) => return Err(not_number()),
+    };
+    if phone > MAX_SAFE_INTEGER {
+        return Err(unsafe_number());
+    }
+    let digits = phone.to_string().len();
+    if !(11..=12).contains(&digits) {
+        return Err(ValidationError::new(format!(
+            "{FIELD} must be an integer of 11 or 12 digits"
+        )));
+    }
+    Ok(phone)
+}
+
+fn number_to_u64(n: &serde_json::Number, field: &str) -> Result<u64, ValidationError> {
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    if n.as_i64().is_some() {
+        return Err(ValidationError::new(format!(
+            "{field} must be an integer of 11 or 12 digits"
+        )));
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.abs() > MAX_SAFE_INTEGER as f64 {
+        Err(ValidationError::new(format!("{field} must be a safe number")))
+    } else if f.fract() != 0.0 || f < 0.0 {
+        Err(ValidationError::new(format!("{field} must be an integer")))
+    } else {
+        Ok(f as u64)
+    }
+}
+
+fn parse_integer(field: &str, value: &Value) -> Result<i64, ValidationError> {
+    let Value::Number(n) = value else {
+        return Err(ValidationError::new(format!("'{field}' must be a number")));
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 => Ok(f as i64),
+        Some(f) if f.fract() == 0.0 => Err(ValidationError::new(format!(
+            "'{field}' must be a safe number"
+        ))),
+        _ => Err(ValidationError::new(format!("'{field}' must be an integer"))),
+    }
+}
+
+fn reject_unknown(
+    object: &Map<String, Value>,
+    allowed: &[&str],
+    prefix: &str,
+) -> Result<(), ValidationError> {
+    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ValidationError::new(format!(
+            "'{prefix}{unknown}' is not allowed"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn detail(v: Value) -> String {
+        Card::parse(&v).unwrap_err().detail
+    }
+
+    fn card(v: Value) -> Card {
+        Card::parse(&v).unwrap()
+    }
+
+    #[test]
+    fn personal_chat_example_is_accepted() {
+        let c = card(json!({"chatId": "11001234567@c.us", "contact": {
+            "phoneContact": 79001234568u64, "firstName": "Artem", "middleName": "Petrovich",
+            "lastName": "Evpatoriysky", "company": "Bicycle"}}));
+        assert_eq!(c.contact.phone_contact, 79001234568);
+        assert_eq!(c.contact.company.as_deref(), Some("Bicycle"));
+    }
+
+    #[test]
+    fn group_chat_example_is_accepted() {
+        let c = card(json!({"chatId": "11001234567-1581234048@g.us",
+            "contact": {"phoneContact": 79001234568u64, "firstName": "Artem"}}));
+        assert_eq!(c.chat_id, "11001234567-1581234048@g.us");
+        card(json!({"chatId": "120363043968066561@g.us",
+            "contact": {"phoneContact": 79001234568u64, "company": "Bicycle"}}));
+    }
+
+    #[test]
+    fn quoted_message_example_is_accepted() {
+        let c = card(json!({"chatId": "11001234567@c.us",
+            "quotedMessageId": "361B0E63F2FDF95903B6A9C9A102F34B",
+            "contact": {"phoneContact": 79001234568u64, "firstName": "Artem"}}));
+        assert_eq!(
+            c.quoted_message_id.as_deref(),
+            Some("361B0E63F2FDF95903B6A9C9A102F34B")
+        );
+    }
+
+    #[test]
+    fn cyrillic_names_are_accepted_and_kept() {
+        let c = card(json!({"chatId": "11001234567@c.us", "contact": {
+            "phoneContact": 79001234568u64, "firstName": "Артём", "lastName": "Евпаторийский"}}));
+        assert_eq!(c.contact.first_name.as_deref(), Some("Артём"));
+        assert!(c.canonical().contains("Евпаторийский"));
+    }
+
+    #[test]
+    fn numeric_string_phone_is_accepted_and_sent_as_number() {
+        let c = card(json!({"chatId": "11001234567@c.us",
+            "contact": {"phoneContact": "79001234568", "firstName": "Artem"}}));
+        assert_eq!(c.to_body()["contact"]["phoneContact"], json!(79001234568u64));
+    }
+
+    #[test]
+    fn typing_time_passes_through() {
+        let c = card(json!({"chatId": "11001234567@c.us", "typingTime": 3000,
+            "contact": {"phoneContact": 79001234568u64, "firstName": "A"}}));
+        assert_eq!(c.to_body()["typingTime"], json!(3000));
+        assert_eq!(
+            detail(json!({"chatId": "11001234567@c.us", "typingTime": "x",
+                "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})),
+            "'typingTime' must be a number"
+        );
+        assert_eq!(
+            detail(json!({"chatId": "11001234567@c.us", "typingTime": 1.5,
+                "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})),
+            "'typingTime' must be an integer"
+        );
+    }
+
+    #[test]
+    fn body_must_be_a_non_empty_object() {
+        assert_eq!(detail(json!({})), "'value' must have at least 1 key");
+        assert_eq!(detail(json!([1])), "'value' must be of type object");
+        assert_eq!(
+            Card::parse(&json!({})).unwrap_err().to_string(),
+            "Validation failed. Details: 'value' must have at least 1 key"
+        );
+    }
+
+    #[test]
+    fn chat_id_rules() {
+        let c = json!({"phoneContact": 79001234568u64, "firstName": "A"});
+        assert_eq!(detail(json!({"contact": c})), "'chatId' is required");
+        assert_eq!(
+            detail(json!({"chatId": 11001234567u64, "contact": c})),
+            "'chatId' must be a string"
+        );
+        for bad in ["1100@x.us", "@c.us", "abc@c.us", "1-2@c.us", "1-@g.us", "11001234567"] {
+            assert!(
+                detail(json!({"chatId": bad, "contact": c})).starts_with("'chatId' with value"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn contact_rules() {
+        let chat = "11001234567@c.us";
+        assert_eq!(detail(json!({"chatId": chat})), "'contact' is required");
+        assert_eq!(
+            detail(json!({"chatId": chat, "contact": "x"})),
+            "'contact' must be of type object"
+        );
+        assert_eq!(
+            detail(json!({"chatId": chat, "contact": {"firstName": "A"}})),
+            "'contact.phoneContact' is required"
+        );
+        assert!(detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64}}))
+            .contains("at least one of [firstName, middleName, lastName, company]"));
+        assert_eq!(
+            detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "lastName": 5}})),
+            "'contact.lastName' must be a string"
+        );
+        assert_eq!(
+            detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "company": ""}})),
+            "'contact.company' is not allowed to be empty"
+        );
+    }
+
+    #[test]
+    fn phone_rules() {
+        let with = |p: Value| json!({"chatId": "11001234567@c.us", "contact": {"phoneContact": p, "firstName": "A"}});
+        assert_eq!(detail(with(json!("abc"))), "'contact.phoneContact' must be a number");
+        assert_eq!(detail(json!(with(json!(true)))), "'contact.phoneContact' must be a number");
+        assert_eq!(
+            detail(with(json!(9007199254740992u64))),
+            "'contact.phoneContact' must be a safe number"
+        );
+        assert_eq!(
+            detail(with(json!("123456789012345678901234"))),
+            "'contact.phoneContact' must be a safe number"
+        );
+        assert_eq!(detail(with(json!(1e30))), "'contact.phoneContact' must be a safe number");
+        assert_eq!(detail(with(json!(79001234568.5))), "'contact.phoneContact' must be an integer");
+        for short in [json!(7900123456u64), json!(7900123456812345u64), json!(-79001234568i64)] {
+            assert!(detail(with(short)).contains("11 or 12 digits"));
+        }
+        assert_eq!(card(with(json!(790012345681u64))).contact.phone_contact, 790012345681);
+        assert_eq!(card(with(json!(79001234568.0))).contact.phone_contact, 79001234568);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let c = json!({"phoneContact": 79001234568u64, "firstName": "A"});
+        assert_eq!(
+            detail(json!({"chatId": "11001234567@c.us", "contact": c, "message": "hi"})),
+            "'message' is not allowed"
+        );
+        assert_eq!(
+            detail(json!({"chatId": "11001234567@c.us",
+                "contact": {"phoneContact": 79001234568u64, "firstName": "A", "email": "x"}})),
+            "'contact.email' is not allowed"
+        );
+        assert_eq!(
+            detail(json!({"chatId": "11001234567@c.us", "contact": c, "quotedMessageId": 5})),
+            "'quotedMessageId' must be a string"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! The socket API's request and response bodies (SPEC §3).
+//!
+//! Both the daemon (which answers) and the CLI (which asks and draws) use these types,
+//! so the two sides cannot drift. Field names are the SPEC's camelCase JSON names.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One message as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub id: String,
+    pub instance: String,
+    pub state: String,
+    pub chat_id: String,
+    pub contact: Value,
+    pub quoted_message_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub enqueued_at: String,
+    pub expires_at: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub id_message: Option<String>,
+    pub sent_at: Option<String>,
+    /// Unix uid of the process that enqueued the card (SO_PEERCRED), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_uid: Option<u32>,
+    /// Queued cards only: 1 = the next to go on its instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    /// Queued cards only: expected send time, null while the line is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<Option<String>>,
+    /// Queued cards only: why it has not gone out yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// `"eta after expiry"` when the line ahead is too long for the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// `GET /v1/messages/{id}` only: every attempt and state change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+}
+
+/// One line of a message's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub at: String,
+    /// `enqueued`, `attempt`, `sent`, `failed`, `expired`, `cancelled`, `retried`,
+    /// `requeued`, `uncertain`, `reconciled`.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `GET /v1/messages` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageList {
+    pub messages: Vec<MessageView>,
+    /// Pass as `before=` to get the next (older) page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// `POST …/sendContact:batch` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAccepted {
+    pub messages: Vec<MessageView>,
+}
+
+/// `GET /v1/status` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub version: String,
+    pub uptime_seconds: f64,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance in `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub name: String,
+    pub authorization: String,
+    pub queued: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub expired: i64,
+    pub cancelled: i64,
+    pub oldest_queued_age_seconds: Option<f64>,
+    pub send_delay_ms: u64,
+    pub next_send_at: Option<String>,
+    pub paused: bool,
+    pub last_error: Option<String>,
+    /// Why the line is held, when it is (paused, quota, back-off, authorization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+/// `POST /v1/instances/{name}/pause|resume` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseState {
+    pub instance: String,
+    pub paused: bool,
+}
+
+/// Every error answer: `{"error": "...", "details": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub details: String,
+}
+
+/// `GET /v1/health` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+}
