@@ -77,11 +77,7 @@ impl Card {
         let quoted_message_id = match body.get("quotedMessageId") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(ValidationError::new(
-                    "'quotedMessageId' must be a string",
-                ))
-            }
+            Some(_) => return Err(ValidationError::new("'quotedMessageId' must be a string")),
         };
         let typing_time = match body.get("typingTime") {
             None | Some(Value::Null) => None,
@@ -226,7 +222,9 @@ fn number_to_u64(n: &serde_json::Number, field: &str) -> Result<u64, ValidationE
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     if f.abs() > MAX_SAFE_INTEGER as f64 {
-        Err(ValidationError::new(format!("{field} must be a safe number")))
+        Err(ValidationError::new(format!(
+            "{field} must be a safe number"
+        )))
     } else if f.fract() != 0.0 || f < 0.0 {
         Err(ValidationError::new(format!("{field} must be an integer")))
     } else {
@@ -246,7 +244,9 @@ fn parse_integer(field: &str, value: &Value) -> Result<i64, ValidationError> {
         Some(f) if f.fract() == 0.0 => Err(ValidationError::new(format!(
             "'{field}' must be a safe number"
         ))),
-        _ => Err(ValidationError::new(format!("'{field}' must be an integer"))),
+        _ => Err(ValidationError::new(format!(
+            "'{field}' must be an integer"
+        ))),
     }
 }
 
@@ -317,7 +317,10 @@ mod tests {
     fn numeric_string_phone_is_accepted_and_sent_as_number() {
         let c = card(json!({"chatId": "11001234567@c.us",
             "contact": {"phoneContact": "79001234568", "firstName": "Artem"}}));
-        assert_eq!(c.to_body()["contact"]["phoneContact"], json!(79001234568u64));
+        assert_eq!(
+            c.to_body()["contact"]["phoneContact"],
+            json!(79001234568u64)
+        );
     }
 
     #[test]
@@ -355,7 +358,14 @@ mod tests {
             detail(json!({"chatId": 11001234567u64, "contact": c})),
             "'chatId' must be a string"
         );
-        for bad in ["1100@x.us", "@c.us", "abc@c.us", "1-2@c.us", "1-@g.us", "11001234567"] {
+        for bad in [
+            "1100@x.us",
+            "@c.us",
+            "abc@c.us",
+            "1-2@c.us",
+            "1-@g.us",
+            "11001234567",
+        ] {
             assert!(
                 detail(json!({"chatId": bad, "contact": c})).starts_with("'chatId' with value"),
                 "{bad}"
@@ -375,14 +385,20 @@ mod tests {
             detail(json!({"chatId": chat, "contact": {"firstName": "A"}})),
             "'contact.phoneContact' is required"
         );
-        assert!(detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64}}))
-            .contains("at least one of [firstName, middleName, lastName, company]"));
+        assert!(
+            detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64}}))
+                .contains("at least one of [firstName, middleName, lastName, company]")
+        );
         assert_eq!(
-            detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "lastName": 5}})),
+            detail(
+                json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "lastName": 5}})
+            ),
             "'contact.lastName' must be a string"
         );
         assert_eq!(
-            detail(json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "company": ""}})),
+            detail(
+                json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64, "company": ""}})
+            ),
             "'contact.company' is not allowed to be empty"
         );
     }
@@ -390,8 +406,14 @@ mod tests {
     #[test]
     fn phone_rules() {
         let with = |p: Value| json!({"chatId": "11001234567@c.us", "contact": {"phoneContact": p, "firstName": "A"}});
-        assert_eq!(detail(with(json!("abc"))), "'contact.phoneContact' must be a number");
-        assert_eq!(detail(json!(with(json!(true)))), "'contact.phoneContact' must be a number");
+        assert_eq!(
+            detail(with(json!("abc"))),
+            "'contact.phoneContact' must be a number"
+        );
+        assert_eq!(
+            detail(json!(with(json!(true)))),
+            "'contact.phoneContact' must be a number"
+        );
         assert_eq!(
             detail(with(json!(9007199254740992u64))),
             "'contact.phoneContact' must be a safe number"
@@ -400,13 +422,29 @@ mod tests {
             detail(with(json!("123456789012345678901234"))),
             "'contact.phoneContact' must be a safe number"
         );
-        assert_eq!(detail(with(json!(1e30))), "'contact.phoneContact' must be a safe number");
-        assert_eq!(detail(with(json!(79001234568.5))), "'contact.phoneContact' must be an integer");
-        for short in [json!(7900123456u64), json!(7900123456812345u64), json!(-79001234568i64)] {
+        assert_eq!(
+            detail(with(json!(1e30))),
+            "'contact.phoneContact' must be a safe number"
+        );
+        assert_eq!(
+            detail(with(json!(79001234568.5))),
+            "'contact.phoneContact' must be an integer"
+        );
+        for short in [
+            json!(7900123456u64),
+            json!(7900123456812345u64),
+            json!(-79001234568i64),
+        ] {
             assert!(detail(with(short)).contains("11 or 12 digits"));
         }
-        assert_eq!(card(with(json!(790012345681u64))).contact.phone_contact, 790012345681);
-        assert_eq!(card(with(json!(79001234568.0))).contact.phone_contact, 79001234568);
+        assert_eq!(
+            card(with(json!(790012345681u64))).contact.phone_contact,
+            790012345681
+        );
+        assert_eq!(
+            card(with(json!(79001234568.0))).contact.phone_contact,
+            79001234568
+        );
     }
 
     #[test]

@@ -4,5 +4,20 @@
 //! `daemon` wires `api`, `drain`, `store` and `config`; `api` → `store`, `contact`;
 //! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact`.
 
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod contact;
+pub mod daemon;
+pub mod demo;
+pub mod drain;
+pub mod lines;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod protocol;
+pub mod sandbox;
+pub mod shutdown;
+pub mod store;
+pub mod upstream;

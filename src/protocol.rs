@@ -30,7 +30,11 @@ pub struct MessageView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<i64>,
     /// Queued cards only: expected send time, null while the line is held.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
     pub eta: Option<Option<String>>,
     /// Queued cards only: why it has not gone out yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,4 +126,12 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub ok: bool,
+}
+
+/// Tells `"eta": null` (present, the line is held) from a missing `eta` (not queued).
+fn present_or_null<'de, D>(deserializer: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(deserializer).map(Some)
 }

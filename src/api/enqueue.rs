@@ -1,0 +1,183 @@
+//! `POST /v1/instances/{name}/sendContact` and `…/sendContact:batch`: validate, then
+//! hand to the store's group-commit writer; answer 202 only after the commit.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::view::queued_view;
+use super::{AppState, PeerCred};
+use crate::contact::Card;
+use crate::protocol::{BatchAccepted, MessageView};
+use crate::store::{EnqueueOutcome, EnqueueRequest, MessageRow};
+
+/// Largest single-card body (SPEC §4).
+pub const MAX_BODY: usize = 100 * 1024;
+/// Largest batch body.
+pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+
+pub async fn send_contact(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    let body = admit(&state, &name, &peer, body, MAX_BODY)?;
+    let value = parse_json(&body)?;
+    let card = Card::parse(&value).map_err(|e| ApiError::bad_request(e.to_string(), e.detail))?;
+    let (status, rows) = enqueue(&state, &name, &peer, &headers, vec![card]).await?;
+    let views = views(&state, &name, &rows, status).await;
+    let view = views
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("enqueue returned no message".into()))?;
+    Ok((status, Json(view)))
+}
+
+pub async fn send_contact_batch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let body = admit(&state, &name, &peer, body, MAX_BATCH_BODY)?;
+    let Value::Array(items) = parse_json(&body)? else {
+        return Err(ApiError::bad_request(
+            "Validation failed. Details: 'value' must be an array",
+            "'value' must be an array of sendContact bodies",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "Validation failed. Details: 'value' must contain at least 1 item",
+            "'value' must contain at least 1 item",
+        ));
+    }
+    let mut cards = Vec::with_capacity(items.len());
+    let mut problems = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match Card::parse(item) {
+            Ok(card) => cards.push(card),
+            Err(e) => problems.push(format!("[{index}]: {}", e.detail)),
+        }
+    }
+    if !problems.is_empty() {
+        let details = problems.join("; ");
+        return Err(ApiError::bad_request(
+            format!("Validation failed. Details: {details}"),
+            details,
+        ));
+    }
+    let (status, rows) = enqueue(&state, &name, &peer, &headers, cards).await?;
+    let messages = views(&state, &name, &rows, status).await;
+    Ok((status, Json(BatchAccepted { messages })))
+}
+
+/// The checks before the body is read as JSON: instance, caller, size.
+fn admit(
+    state: &AppState,
+    name: &str,
+    peer: &PeerCred,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if state.lines.get(name).is_none() {
+        return Err(ApiError::UnknownInstance(name.to_string()));
+    }
+    state.authorize(peer)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::bad_request("invalid body", rejection.body_text())
+        }
+    })?;
+    if body.len() > limit {
+        return Err(ApiError::TooLarge(limit));
+    }
+    Ok(body)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid JSON", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+async fn enqueue(
+    state: &AppState,
+    name: &str,
+    peer: &PeerCred,
+    headers: &HeaderMap,
+    cards: Vec<Card>,
+) -> Result<(StatusCode, Vec<MessageRow>), ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 256);
+            Some(
+                key.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid Idempotency-Key",
+                        "'Idempotency-Key' must be 1 to 256 visible ASCII characters",
+                    )
+                })?
+                .to_string(),
+            )
+        }
+    };
+    let started = std::time::Instant::now();
+    let outcome = state
+        .store
+        .enqueue(EnqueueRequest {
+            instance: name.to_string(),
+            cards,
+            idempotency_key,
+            peer_uid: peer.uid,
+            max_age_ms: crate::clock::duration_ms(state.settings.queue.max_age),
+        })
+        .await?;
+    crate::metrics::enqueue_latency(started.elapsed());
+    match outcome {
+        EnqueueOutcome::Created(rows) => {
+            if let Some(line) = state.lines.get(name) {
+                line.wake.notify_one();
+            }
+            tracing::debug!(instance = name, cards = rows.len(), first = %rows[0].id, "enqueued");
+            Ok((StatusCode::ACCEPTED, rows))
+        }
+        EnqueueOutcome::Repeated(rows) => Ok((StatusCode::OK, rows)),
+    }
+}
+
+/// Views of freshly enqueued rows: their positions come from the queued count (the
+/// new cards are at the tail), not from a count over the line.
+async fn views(
+    state: &AppState,
+    name: &str,
+    rows: &[MessageRow],
+    status: StatusCode,
+) -> Vec<MessageView> {
+    let mut out = Vec::with_capacity(rows.len());
+    let queued = if status == StatusCode::ACCEPTED {
+        state.store.counts(name).await.ok().map(|c| c.get("queued"))
+    } else {
+        None
+    };
+    let n = rows.len() as i64;
+    for (i, row) in rows.iter().enumerate() {
+        let position = queued.map(|q| (q - n + i as i64 + 1).max(1));
+        out.push(queued_view(state, row, position).await);
+    }
+    out
+}

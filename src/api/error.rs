@@ -1,0 +1,93 @@
+//! The one mapping from API errors to status codes and `{"error","details"}` bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::protocol::ErrorBody;
+use crate::store::StoreError;
+
+/// An error answer of the socket API (SPEC §3).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{error}: {details}")]
+    BadRequest { error: String, details: String },
+    #[error("unknown instance: {0}")]
+    UnknownInstance(String),
+    #[error("no such message: {0}")]
+    UnknownMessage(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("request entity too large")]
+    TooLarge(usize),
+    #[error("forbidden: uid {0}")]
+    Forbidden(u32),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(error: impl Into<String>, details: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            error: error.into(),
+            details: details.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::UnknownMessage(String::new()),
+            StoreError::Conflict(state) => ApiError::Conflict(format!("the message is {state}")),
+            StoreError::IdempotencyMismatch => ApiError::Conflict(
+                "Idempotency-Key was already used with a different body".to_string(),
+            ),
+            StoreError::Full(m) => ApiError::Unavailable(format!("database full: {m}")),
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("database unavailable: {m}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, details) = match self {
+            ApiError::BadRequest { error, details } => (StatusCode::BAD_REQUEST, error, details),
+            ApiError::UnknownInstance(name) => (
+                StatusCode::NOT_FOUND,
+                "unknown instance".to_string(),
+                format!("no instance named '{name}' is configured"),
+            ),
+            ApiError::UnknownMessage(id) => {
+                (StatusCode::NOT_FOUND, "no such message".to_string(), id)
+            }
+            ApiError::Conflict(details) => (StatusCode::CONFLICT, "conflict".to_string(), details),
+            ApiError::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request entity too large".to_string(),
+                format!("the body is over {} KiB", limit / 1024),
+            ),
+            ApiError::Forbidden(uid) => (
+                StatusCode::FORBIDDEN,
+                "forbidden".to_string(),
+                format!("uid {uid} is not allowed to enqueue"),
+            ),
+            ApiError::Unavailable(details) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable".to_string(),
+                details,
+            ),
+            ApiError::Internal(details) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_string(),
+                details,
+            ),
+        };
+        (status, Json(ErrorBody { error, details })).into_response()
+    }
+}

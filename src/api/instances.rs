@@ -1,0 +1,88 @@
+//! `POST /v1/instances/{name}/pause|resume`, `GET /v1/status`, `GET /v1/health`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::clock::{format_ms, now_ms};
+use crate::protocol::{Health, InstanceStatus, PauseState, StatusView};
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PauseState>, ApiError> {
+    set_paused(state, name, true).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PauseState>, ApiError> {
+    set_paused(state, name, false).await
+}
+
+async fn set_paused(
+    state: AppState,
+    name: String,
+    paused: bool,
+) -> Result<Json<PauseState>, ApiError> {
+    let line = state
+        .lines
+        .get(&name)
+        .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
+    state.store.set_paused(&name, paused).await?;
+    tracing::info!(instance = %name, paused, "line {}", if paused { "paused" } else { "resumed" });
+    line.wake.notify_one();
+    Ok(Json(PauseState {
+        instance: name,
+        paused,
+    }))
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
+    let now = now_ms();
+    let mut instances = Vec::with_capacity(state.lines.len());
+    for (name, line) in state.lines.iter() {
+        let counts = state.store.counts(name).await?;
+        let persisted = state.store.instance(name).await?;
+        let live = line.status();
+        let held = if persisted.paused {
+            Some("paused".to_string())
+        } else {
+            live.hold.as_ref().map(|h| h.describe())
+        };
+        instances.push(InstanceStatus {
+            name: name.clone(),
+            authorization: live.authorization.clone(),
+            queued: counts.get("queued"),
+            sending: counts.get("sending"),
+            sent: counts.get("sent"),
+            failed: counts.get("failed"),
+            expired: counts.get("expired"),
+            cancelled: counts.get("cancelled"),
+            oldest_queued_age_seconds: counts
+                .oldest_queued_at
+                .map(|at| ((now - at).max(0) as f64) / 1000.0),
+            send_delay_ms: live.send_delay_ms,
+            next_send_at: live.next_send_at.map(format_ms),
+            paused: persisted.paused,
+            last_error: live.last_error.clone(),
+            held,
+        });
+    }
+    Ok(Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        instances,
+    }))
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.store.healthy().await {
+        (StatusCode::OK, Json(Health { ok: true }))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { ok: false }))
+    }
+}

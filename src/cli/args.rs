@@ -1,0 +1,262 @@
+//! The whole command line, as clap derive types (SPEC §1), and where the socket is.
+//!
+//! Parsing only: nothing here talks to the daemon. `main.rs` dispatches `daemon`,
+//! `sandbox` and `demo`; every other command goes to [`crate::cli::run_client`].
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A persistent outbound send-queue daemon for the Green API `sendContact` method.
+#[derive(Debug, Parser)]
+#[command(name = "contactq", version, about)]
+pub struct Cli {
+    /// Configuration file (default /etc/contactq/contactq.toml if it exists).
+    #[arg(long, global = true, env = "CONTACTQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The daemon's Unix socket (client commands only).
+    #[arg(long, global = true, env = "CONTACTQ_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what systemd starts).
+    Daemon,
+    /// Enqueue a contact card (or a batch of them from a file); prints the new message id.
+    Send(SendArgs),
+    /// Per-instance overview: authorization, counts, oldest queued age, next send.
+    Status(StatusArgs),
+    /// Messages, newest first.
+    List(ListArgs),
+    /// One message with its whole history.
+    Show(IdArgs),
+    /// Cancel a message that is still queued.
+    Cancel(IdArgs),
+    /// Put a failed or expired message back in its instance's line.
+    Retry(IdArgs),
+    /// Hold an instance's line: nothing is sent until `resume` (survives restarts).
+    Pause(InstanceArgs),
+    /// Release an instance's line held by `pause` or by the quota.
+    Resume(InstanceArgs),
+    /// A local Green API emulator on loopback, for trying the daemon and for tests.
+    Sandbox(SandboxArgs),
+    /// Start a sandbox and a daemon in a temporary directory and watch sample cards drain.
+    Demo,
+    /// Print shell completions to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff) to stdout.
+    #[command(hide = true)]
+    Manpage,
+}
+
+pub use crate::sandbox::SandboxArgs;
+
+/// `--json`, shared by every client command.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct OutputArgs {
+    /// Print exactly the JSON the daemon answered instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `contactq send`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SendArgs {
+    /// A `sendContact` JSON body; `-` reads stdin. A JSON array or NDJSON is a batch.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Instance name (may be omitted when exactly one instance is configured).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Recipient: `<digits>@c.us` or a group `…@g.us`.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub chat_id: Option<String>,
+    /// The card's phone number, 11 or 12 digits.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub phone: Option<String>,
+    /// The card's first name.
+    #[arg(long, conflicts_with = "file")]
+    pub first_name: Option<String>,
+    /// The card's middle name.
+    #[arg(long, conflicts_with = "file")]
+    pub middle_name: Option<String>,
+    /// The card's last name.
+    #[arg(long, conflicts_with = "file")]
+    pub last_name: Option<String>,
+    /// The card's company.
+    #[arg(long, conflicts_with = "file")]
+    pub company: Option<String>,
+    /// Send the card as a reply to this message.
+    #[arg(long, conflicts_with = "file")]
+    pub quoted_message_id: Option<String>,
+    /// Repeating an enqueue with the same key and body returns the original message.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `contactq status`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// Redraw every second until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `contactq list`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListArgs {
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    #[arg(long, value_enum)]
+    pub state: Option<State>,
+    /// At most this many messages.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// The cursor printed after the previous page.
+    #[arg(long, value_name = "CURSOR")]
+    pub before: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `show`, `cancel`, `retry`: one message id.
+#[derive(Debug, Clone, Default, Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pause`, `resume`: one instance name.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InstanceArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Message states (SPEC §5), for `list --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum State {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl State {
+    /// The state's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The shells `completions` supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(shell: CompletionShell) -> Self {
+        match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// Parses `std::env::args`, printing clap's own message. `Err` carries the exit code:
+/// 0 after `--help`/`--version`, 64 (EX_USAGE) for anything the user got wrong.
+pub fn parse_args() -> Result<Cli, i32> {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse_args`] over any argument list (for tests).
+pub fn parse_from<I, T>(args: I) -> Result<Cli, i32>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|err| {
+        let _ = err.print();
+        clap_exit_code(&err)
+    })
+}
+
+/// clap exits 2 on usage errors; sysexits wants 64. Help and version are successes.
+pub fn clap_exit_code(err: &clap::Error) -> i32 {
+    if err.use_stderr() {
+        super::error::EX_USAGE
+    } else {
+        0
+    }
+}
+
+/// The socket a client command talks to: `--socket`/`CONTACTQ_SOCKET`, else what the
+/// daemon's configuration says, else the built-in default.
+pub fn resolve_socket(cli: &Cli) -> PathBuf {
+    if let Some(path) = &cli.socket {
+        return path.clone();
+    }
+    socket_from_config(cli.config.as_deref()).unwrap_or_else(default_socket_path)
+}
+
+/// The `[daemon] socket` of the configuration the daemon
+/// would read (`--config`, else /etc/contactq/contactq.toml; `CONTACTQ_DAEMON__SOCKET`
+/// over the file), e.g. `crate::config::socket_from_file(...)`. None = not configured.
+fn socket_from_config(file: Option<&Path>) -> Option<PathBuf> {
+    crate::config::socket_from_config(file)
+}
+
+/// SPEC §2 default: `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
+/// `$XDG_RUNTIME_DIR/contactq.sock`, else `/tmp/contactq-<uid>.sock`.
+pub fn default_socket_path() -> PathBuf {
+    socket_path_from(
+        std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
+        std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        unsafe { libc::getuid() },
+    )
+}
+
+fn socket_path_from(runtime: Option<&str>, xdg: Option<&str>, uid: u32) -> PathBuf {
+    // systemd joins several RuntimeDirectory= entries with ':'; the first is ours.
+    if let Some(dir) = runtime
+        .and_then(|d| d.split(':').next())
+        .filter(|d| !d.is_empty())
+    {
+        return Path::new(dir).join("contactq.sock");
+    }
+    if let Some(dir) = xdg.filter(|d| !d.is_empty()) {
+        return Path::new(dir).join("contactq.sock");
+    }
+    PathBuf::from(format!("/tmp/contactq-{uid}.sock"))
+}
+
+#[cfg(test)]
+#[path = "args_tests.rs"]
+mod tests;

@@ -1,0 +1,253 @@
+//! Drawing answers for humans: the `status` and `list` tables, `show`'s key: value
+//! lines, and `--json`'s byte-for-byte echo of what the socket answered.
+//!
+//! Every function here takes an already-fetched value and a writer; nothing here
+//! talks to the daemon, so `--json` and the table are two views of one answer.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::protocol::{HistoryEntry, InstanceStatus, MessageList, MessageView, StatusView};
+
+use super::table::{
+    ago, humanize_secs, paint, state_color, truncate, until, Cell, Table, GREEN, RED, YELLOW,
+};
+
+/// How wide a free-text column (last error) may grow in a table.
+const TEXT_WIDTH: usize = 48;
+
+/// `--json`: the answer exactly as received, then a newline if it lacks one.
+pub fn raw_json(out: &mut dyn Write, body: &[u8]) -> io::Result<()> {
+    out.write_all(body)?;
+    if !body.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// `contactq status`: a header line, then one row per instance.
+pub fn status(
+    out: &mut dyn Write,
+    view: &StatusView,
+    color: bool,
+    now: DateTime<Utc>,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "contactq {}, up {}",
+        view.version,
+        humanize_secs(view.uptime_seconds)
+    )?;
+    if view.instances.is_empty() {
+        return writeln!(out, "no instances configured");
+    }
+    let mut table = Table::new(vec![
+        "NAME",
+        "AUTH",
+        "QUEUED",
+        "SENDING",
+        "SENT",
+        "FAILED",
+        "EXPIRED",
+        "CANCELLED",
+        "OLDEST",
+        "NEXT SEND",
+        "HELD",
+        "LAST ERROR",
+    ]);
+    for instance in &view.instances {
+        table.push(instance_row(instance, now));
+    }
+    table.write(out, color)
+}
+
+fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
+    let auth_color = match i.authorization.as_str() {
+        "authorized" => Some(GREEN),
+        "blocked" | "yellowCard" => Some(RED),
+        _ => Some(YELLOW),
+    };
+    let held = match (&i.held, i.paused) {
+        (Some(reason), _) => truncate(reason, TEXT_WIDTH),
+        (None, true) => "paused".to_string(),
+        (None, false) => "-".to_string(),
+    };
+    vec![
+        i.name.clone().into(),
+        Cell::colored(i.authorization.clone(), auth_color),
+        i.queued.to_string().into(),
+        i.sending.to_string().into(),
+        i.sent.to_string().into(),
+        Cell::colored(i.failed.to_string(), Some(RED).filter(|_| i.failed > 0)),
+        i.expired.to_string().into(),
+        i.cancelled.to_string().into(),
+        i.oldest_queued_age_seconds
+            .map_or("-".into(), humanize_secs)
+            .into(),
+        i.next_send_at
+            .as_deref()
+            .map_or("-".into(), |t| until(t, now))
+            .into(),
+        Cell::colored(held, Some(YELLOW).filter(|_| i.paused || i.held.is_some())),
+        or_dash(i.last_error.as_deref().map(|e| truncate(e, TEXT_WIDTH))).into(),
+    ]
+}
+
+/// `contactq list`: one row per message, then how to get the next page.
+/// `filters` are the other options of this listing, repeated in the next-page hint.
+pub fn message_list(
+    out: &mut dyn Write,
+    list: &MessageList,
+    filters: &str,
+    color: bool,
+    now: DateTime<Utc>,
+) -> io::Result<()> {
+    if list.messages.is_empty() {
+        writeln!(out, "no messages")?;
+    } else {
+        let mut table = Table::new(vec![
+            "ID",
+            "INSTANCE",
+            "STATE",
+            "CHAT",
+            "PHONE",
+            "NAME",
+            "ENQUEUED",
+            "ATTEMPTS",
+            "ID MESSAGE / LAST ERROR",
+        ]);
+        for m in &list.messages {
+            table.push(message_row(m, now));
+        }
+        table.write(out, color)?;
+    }
+    if let Some(cursor) = &list.next {
+        writeln!(out, "next page: contactq list --before {cursor}{filters}")?;
+    }
+    Ok(())
+}
+
+fn message_row(m: &MessageView, now: DateTime<Utc>) -> Vec<Cell> {
+    let outcome = m
+        .id_message
+        .clone()
+        .or_else(|| m.last_error.as_deref().map(|e| truncate(e, TEXT_WIDTH)))
+        .or_else(|| m.waiting_for.clone());
+    vec![
+        m.id.clone().into(),
+        m.instance.clone().into(),
+        Cell::colored(m.state.clone(), state_color(&m.state)),
+        m.chat_id.clone().into(),
+        phone(&m.contact).into(),
+        truncate(&contact_name(&m.contact), 32).into(),
+        ago(&m.enqueued_at, now).into(),
+        m.attempts.to_string().into(),
+        or_dash(outcome).into(),
+    ]
+}
+
+/// `contactq show`: one `key: value` line per field, then the history.
+pub fn message_detail(out: &mut dyn Write, m: &MessageView, color: bool) -> io::Result<()> {
+    let name = contact_name(&m.contact);
+    let mut lines: Vec<(&str, String)> = vec![
+        ("id", m.id.clone()),
+        ("instance", m.instance.clone()),
+        ("state", paint(&m.state, state_color(&m.state), color)),
+        ("chatId", m.chat_id.clone()),
+        ("phone", phone(&m.contact)),
+        ("name", if name.is_empty() { "-".into() } else { name }),
+    ];
+    let optional = [
+        ("quotedMessageId", m.quoted_message_id.clone()),
+        ("idempotencyKey", m.idempotency_key.clone()),
+        ("enqueuedAt", Some(m.enqueued_at.clone())),
+        ("expiresAt", Some(m.expires_at.clone())),
+        ("attempts", Some(m.attempts.to_string())),
+        ("lastError", m.last_error.clone()),
+        ("idMessage", m.id_message.clone()),
+        ("sentAt", m.sent_at.clone()),
+        ("peerUid", m.peer_uid.map(|u| u.to_string())),
+        ("position", m.position.map(|p| p.to_string())),
+        ("eta", eta(m)),
+        ("waitingFor", m.waiting_for.clone()),
+        ("warning", m.warning.clone()),
+    ];
+    lines.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    // A fixed width (the longest key, `quotedMessageId:`), so every message lines up alike.
+    for (key, value) in &lines {
+        writeln!(out, "{:<16} {value}", format!("{key}:"))?;
+    }
+    if let Some(history) = &m.history {
+        writeln!(out, "history:")?;
+        for entry in history {
+            writeln!(out, "  {}", history_line(entry))?;
+        }
+    }
+    Ok(())
+}
+
+/// A queued card's eta. `"eta": null` means the line is held; serde reads that null as
+/// an absent field, so a card with a position but no eta is a held one.
+fn eta(m: &MessageView) -> Option<String> {
+    match (&m.eta, m.position) {
+        (Some(Some(eta)), _) => Some(eta.clone()),
+        (Some(None), _) | (None, Some(_)) => Some("- (line held)".into()),
+        (None, None) => None,
+    }
+}
+
+fn history_line(entry: &HistoryEntry) -> String {
+    let mut line = format!("{}  {}", entry.at, entry.event);
+    if let Some(attempt) = entry.attempt {
+        line.push_str(&format!("  attempt {attempt}"));
+    }
+    if let Some(status) = entry.http_status {
+        line.push_str(&format!("  HTTP {status}"));
+    }
+    if let Some(detail) = &entry.detail {
+        line.push_str(&format!("  {}", truncate(detail, 200)));
+    }
+    line
+}
+
+/// `contactq send`: the new ids, one per line.
+pub fn sent_ids(out: &mut dyn Write, messages: &[MessageView]) -> io::Result<()> {
+    for m in messages {
+        writeln!(out, "{}", m.id)?;
+    }
+    Ok(())
+}
+
+/// The card's phone, as stored (a number) or as given.
+fn phone(contact: &Value) -> String {
+    match &contact["phoneContact"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => "-".to_string(),
+    }
+}
+
+/// `First Middle Last`, or the company when the card has no person's name.
+fn contact_name(contact: &Value) -> String {
+    let part = |key: &str| contact[key].as_str().filter(|s| !s.is_empty());
+    let person: Vec<&str> = ["firstName", "middleName", "lastName"]
+        .into_iter()
+        .filter_map(part)
+        .collect();
+    match (person.is_empty(), part("company")) {
+        (false, Some(company)) => format!("{} ({company})", person.join(" ")),
+        (false, None) => person.join(" "),
+        (true, Some(company)) => company.to_string(),
+        (true, None) => String::new(),
+    }
+}
+
+fn or_dash(text: Option<String>) -> String {
+    text.filter(|t| !t.is_empty()).unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+#[path = "display_tests.rs"]
+mod tests;

@@ -1,0 +1,184 @@
+//! Tests for `display`: given an answer, the table shows the cells a user looks for.
+
+use super::*;
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    super::super::table::parse_time("2026-11-24T10:01:00Z").unwrap()
+}
+
+fn draw(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+    let mut out = Vec::new();
+    f(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+pub(crate) fn sent_message() -> MessageView {
+    serde_json::from_value(json!({
+        "id":"01JD3W0000000000000000000A", "instance":"main", "state":"sent",
+        "chatId":"11001234567@c.us", "contact":{"phoneContact":79001234568u64,"firstName":"Artem","lastName":"Ivanov"},
+        "quotedMessageId":null, "idempotencyKey":null,
+        "enqueuedAt":"2026-11-24T10:00:00.000Z", "expiresAt":"2026-11-25T10:00:00.000Z",
+        "attempts":1, "lastError":null, "idMessage":"3EB0C767D097B7C7C030",
+        "sentAt":"2026-11-24T10:00:05.120Z",
+        "history":[
+            {"at":"2026-11-24T10:00:00.000Z","event":"enqueued"},
+            {"at":"2026-11-24T10:00:05.000Z","event":"attempt","attempt":1},
+            {"at":"2026-11-24T10:00:05.120Z","event":"sent","httpStatus":200,"detail":"3EB0C767D097B7C7C030"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn queued_message() -> MessageView {
+    serde_json::from_value(json!({
+        "id":"01JD3W0000000000000000000B", "instance":"main", "state":"queued",
+        "chatId":"11001234567@c.us", "contact":{"phoneContact":79001234569u64,"company":"Green API"},
+        "quotedMessageId":null, "idempotencyKey":"k-1",
+        "enqueuedAt":"2026-11-24T10:00:30.000Z", "expiresAt":"2026-11-25T10:00:30.000Z",
+        "attempts":0, "lastError":"HTTP 502 from the API", "idMessage":null, "sentAt":null,
+        "position":2, "eta":null, "waitingFor":"instance notAuthorized since 10:02:11",
+        "warning":"eta after expiry"
+    }))
+    .unwrap()
+}
+
+#[test]
+fn status_has_one_row_per_instance_with_its_counts() {
+    let view: StatusView = serde_json::from_value(json!({
+        "version":"0.1.0", "uptimeSeconds":3725.0, "instances":[
+            {"name":"main","authorization":"authorized","queued":3,"sending":1,"sent":120,"failed":2,
+             "expired":4,"cancelled":5,"oldestQueuedAgeSeconds":12.5,"sendDelayMs":5000,
+             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null},
+            {"name":"backup","authorization":"notAuthorized","queued":0,"sending":0,"sent":0,"failed":0,
+             "expired":0,"cancelled":0,"oldestQueuedAgeSeconds":null,"sendDelayMs":5000,
+             "nextSendAt":null,"paused":true,"lastError":"quota exceeded (466)"}
+        ]
+    }))
+    .unwrap();
+    let text = draw(|out| status(out, &view, false, now()));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "contactq 0.1.0, up 1h02m");
+    assert!(lines[1].starts_with("NAME"), "{text}");
+    for header in [
+        "AUTH",
+        "QUEUED",
+        "OLDEST",
+        "NEXT SEND",
+        "HELD",
+        "LAST ERROR",
+    ] {
+        assert!(lines[1].contains(header), "{header} missing: {text}");
+    }
+    let main: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        main[..12],
+        [
+            "main",
+            "authorized",
+            "3",
+            "1",
+            "120",
+            "2",
+            "4",
+            "5",
+            "13s",
+            "in",
+            "3s",
+            "-"
+        ]
+    );
+    assert!(lines[3].starts_with("backup"), "{text}");
+    for cell in ["notAuthorized", "paused", "quota exceeded (466)"] {
+        assert!(lines[3].contains(cell), "{cell} missing: {text}");
+    }
+    assert!(!text.contains('\x1b'), "no colour when asked for none");
+    assert!(draw(|out| status(out, &view, true, now())).contains("\x1b[32mauthorized"));
+}
+
+#[test]
+fn list_shows_the_cells_and_the_next_page() {
+    let list = MessageList {
+        messages: vec![queued_message(), sent_message()],
+        next: Some("CUR5OR".into()),
+    };
+    let text = draw(|out| message_list(out, &list, " --instance main", false, now()));
+    let lines: Vec<&str> = text.lines().collect();
+    for header in [
+        "ID", "INSTANCE", "STATE", "CHAT", "PHONE", "NAME", "ENQUEUED", "ATTEMPTS",
+    ] {
+        assert!(lines[0].contains(header), "{header} missing: {text}");
+    }
+    for cell in [
+        "01JD3W0000000000000000000B",
+        "queued",
+        "79001234569",
+        "Green API",
+        "30s ago",
+        "HTTP 502 from the API",
+    ] {
+        assert!(lines[1].contains(cell), "{cell} missing: {text}");
+    }
+    for cell in ["sent", "Artem Ivanov", "1m00s ago", "3EB0C767D097B7C7C030"] {
+        assert!(lines[2].contains(cell), "{cell} missing: {text}");
+    }
+    assert_eq!(
+        lines[3],
+        "next page: contactq list --before CUR5OR --instance main"
+    );
+    let last = MessageList {
+        messages: vec![],
+        next: None,
+    };
+    assert_eq!(
+        draw(|out| message_list(out, &last, "", false, now())),
+        "no messages\n"
+    );
+}
+
+#[test]
+fn show_lists_fields_then_history() {
+    let text = draw(|out| message_detail(out, &sent_message(), false));
+    for line in ["id:", "state:", "idMessage:", "sentAt:", "history:"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line} missing: {text}"
+        );
+    }
+    assert!(text.contains("name:            Artem Ivanov"), "{text}");
+    assert!(
+        text.contains("  2026-11-24T10:00:05.120Z  sent  HTTP 200  3EB0C767D097B7C7C030"),
+        "{text}"
+    );
+    assert!(!text.contains("position:"), "{text}");
+
+    let text = draw(|out| message_detail(out, &queued_message(), false));
+    for line in [
+        "position:        2",
+        "eta:             - (line held)",
+        "waitingFor:      instance notAuthorized",
+        "warning:         eta after expiry",
+        "name:            Green API",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    assert!(!text.contains("history:"), "{text}");
+}
+
+#[test]
+fn json_output_is_the_bytes_received() {
+    assert_eq!(
+        draw(|out| raw_json(out, b"{\"ok\":true}")),
+        "{\"ok\":true}\n"
+    );
+    assert_eq!(draw(|out| raw_json(out, b"{}\n")), "{}\n");
+}
+
+#[test]
+fn send_prints_one_id_per_line() {
+    let text = draw(|out| sent_ids(out, &[sent_message(), queued_message()]));
+    assert_eq!(
+        text,
+        "01JD3W0000000000000000000A\n01JD3W0000000000000000000B\n"
+    );
+}

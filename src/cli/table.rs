@@ -1,0 +1,222 @@
+//! A tiny column aligner and the small text helpers the tables share: colour, ages,
+//! truncation. No table crate: the tables are plain left-aligned columns.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+
+/// ANSI colours used for state names (only when stdout is a terminal).
+pub const GREEN: &str = "\x1b[32m";
+pub const YELLOW: &str = "\x1b[33m";
+pub const RED: &str = "\x1b[31m";
+pub const CYAN: &str = "\x1b[36m";
+pub const MAGENTA: &str = "\x1b[35m";
+pub const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// One cell: its text, and a colour used only when colour is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub text: String,
+    pub color: Option<&'static str>,
+}
+
+impl Cell {
+    pub fn colored(text: impl Into<String>, color: Option<&'static str>) -> Self {
+        Cell {
+            text: text.into(),
+            color,
+        }
+    }
+}
+
+impl<T: Into<String>> From<T> for Cell {
+    fn from(text: T) -> Self {
+        Cell {
+            text: text.into(),
+            color: None,
+        }
+    }
+}
+
+/// Rows under a header, every column as wide as its widest cell.
+#[derive(Debug, Clone)]
+pub struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(header: Vec<&'static str>) -> Self {
+        Table {
+            header,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        self.rows.push(row);
+    }
+
+    /// Writes the table; colour codes are added around cells after padding is
+    /// computed, so they never shift the columns.
+    pub fn write(&self, out: &mut dyn Write, color: bool) -> io::Result<()> {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                let width = cell.text.chars().count();
+                match widths.get_mut(i) {
+                    Some(w) => *w = (*w).max(width),
+                    None => widths.push(width),
+                }
+            }
+        }
+        let header: Vec<Cell> = self.header.iter().map(|h| Cell::from(*h)).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i] - cell.text.chars().count();
+                match cell.color.filter(|_| color) {
+                    Some(code) => line.push_str(&format!("{code}{}{RESET}", cell.text)),
+                    None => line.push_str(&cell.text),
+                }
+                if i + 1 < row.len() {
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// The colour of a message state's name.
+pub fn state_color(state: &str) -> Option<&'static str> {
+    match state {
+        "sent" => Some(GREEN),
+        "queued" => Some(YELLOW),
+        "sending" => Some(CYAN),
+        "failed" => Some(RED),
+        "expired" => Some(MAGENTA),
+        "cancelled" => Some(DIM),
+        _ => None,
+    }
+}
+
+/// `state` wrapped in its colour, for key: value output.
+pub fn paint(text: &str, code: Option<&'static str>, color: bool) -> String {
+    match code.filter(|_| color) {
+        Some(code) => format!("{code}{text}{RESET}"),
+        None => text.to_string(),
+    }
+}
+
+/// 42 → `42s`, 125 → `2m05s`, 3725 → `1h02m`, 200000 → `2d07h`.
+pub fn humanize_secs(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Parses a SPEC timestamp (RFC 3339).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `5m02s ago`; the raw text if it is not a timestamp.
+pub fn ago(text: &str, now: DateTime<Utc>) -> String {
+    match parse_time(text) {
+        Some(t) => format!(
+            "{} ago",
+            humanize_secs((now - t).num_milliseconds() as f64 / 1000.0)
+        ),
+        None => text.to_string(),
+    }
+}
+
+/// `in 3s`, or `now` once the moment has come; the raw text if it is not a timestamp.
+pub fn until(text: &str, now: DateTime<Utc>) -> String {
+    match parse_time(text) {
+        Some(t) if t > now => {
+            format!(
+                "in {}",
+                humanize_secs((t - now).num_milliseconds() as f64 / 1000.0)
+            )
+        }
+        Some(_) => "now".to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// At most `max` characters on one line, with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_and_colour_does_not_shift_them() {
+        let mut table = Table::new(vec!["ID", "STATE", "X"]);
+        table.push(vec![
+            "a".into(),
+            Cell::colored("sent", state_color("sent")),
+            "1".into(),
+        ]);
+        table.push(vec![
+            "long-id".into(),
+            Cell::colored("queued", state_color("queued")),
+            "22".into(),
+        ]);
+        let mut plain = Vec::new();
+        table.write(&mut plain, false).unwrap();
+        let plain = String::from_utf8(plain).unwrap();
+        assert_eq!(
+            plain,
+            "ID       STATE   X\na        sent    1\nlong-id  queued  22\n"
+        );
+        let mut colored = Vec::new();
+        table.write(&mut colored, true).unwrap();
+        let colored = String::from_utf8(colored).unwrap();
+        assert!(colored.contains("\x1b[32msent\x1b[0m    1"), "{colored:?}");
+    }
+
+    #[test]
+    fn ages_are_short_and_human() {
+        assert_eq!(humanize_secs(12.5), "13s");
+        assert_eq!(humanize_secs(125.0), "2m05s");
+        assert_eq!(humanize_secs(3725.0), "1h02m");
+        assert_eq!(humanize_secs(200_000.0), "2d07h");
+        let now = parse_time("2026-11-24T10:00:10Z").unwrap();
+        assert_eq!(ago("2026-11-24T10:00:00.000Z", now), "10s ago");
+        assert_eq!(until("2026-11-24T10:00:13Z", now), "in 3s");
+        assert_eq!(until("2026-11-24T09:00:00Z", now), "now");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_one_line() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("a\nb", 10), "a b");
+        assert_eq!(truncate("abcdefghijkl", 5), "abcd…");
+    }
+}

@@ -1,0 +1,124 @@
+//! Unit tests for the configuration layers and their error texts.
+
+use super::*;
+use std::collections::HashMap;
+use std::io::Write;
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+const GOOD: &str = r#"
+[daemon]
+socket = "/tmp/x.sock"
+database = "/tmp/x.db"
+[queue]
+max_age = "1h"
+[instances.main]
+api_url = "http://127.0.0.1:1/"
+id_instance = "1101000001"
+api_token = "secrettoken"
+send_delay = "500ms"
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let f = write(text);
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load_from(Some(f.path()), &env)
+}
+
+#[test]
+fn file_values_and_defaults_are_layered() {
+    let s = load(GOOD, &[]).unwrap();
+    assert_eq!(s.queue.max_age, Duration::from_secs(3600));
+    assert_eq!(s.queue.retry_initial, Duration::from_secs(2));
+    assert_eq!(s.queue.keep_done, Duration::from_secs(30 * 86400));
+    assert_eq!(s.daemon.socket_mode, 0o660);
+    let main = &s.instances["main"];
+    assert_eq!(main.api_url, "http://127.0.0.1:1");
+    assert_eq!(main.send_delay, Duration::from_millis(500));
+    assert_eq!(main.api_token.expose(), "secrettoken");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let s = load(
+        GOOD,
+        &[
+            ("CONTACTQ_INSTANCES__MAIN__API_TOKEN", "fromenv"),
+            ("CONTACTQ_QUEUE__MAX_AGE", "2h"),
+            ("CONTACTQ_CONFIG", "/ignored.toml"),
+            ("CONTACTQ_SOCKET", "/ignored.sock"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.instances["main"].api_token.expose(), "fromenv");
+    assert_eq!(s.queue.max_age, Duration::from_secs(7200));
+}
+
+#[test]
+fn token_never_prints() {
+    let s = load(GOOD, &[]).unwrap();
+    let shown = format!("{:?} {}", s, s.instances["main"].api_token);
+    assert!(!shown.contains("secrettoken"), "{shown}");
+}
+
+#[test]
+fn token_file_is_read_and_trimmed() {
+    let token = write("filetoken\n");
+    let text = GOOD.replace(
+        "api_token = \"secrettoken\"",
+        &format!("api_token_file = \"{}\"", token.path().display()),
+    );
+    assert_eq!(
+        load(&text, &[]).unwrap().instances["main"]
+            .api_token
+            .expose(),
+        "filetoken"
+    );
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (
+            GOOD.replace("max_age = \"1h\"", "max_age = \"soon\""),
+            "queue.max_age",
+        ),
+        (
+            GOOD.replace("api_token = \"secrettoken\"", ""),
+            "instances.main.api_token",
+        ),
+        (
+            GOOD.replace("[queue]", "[queue]\nmax_agee = \"1h\""),
+            "max_agee",
+        ),
+        (GOOD.replace("socket = ", "sockett = "), "sockett"),
+        (
+            GOOD.replace("id_instance = \"1101000001\"", ""),
+            "instances.main.id_instance",
+        ),
+        (
+            GOOD.replace("send_delay = \"500ms\"", "send_delay = \"5 parsecs\""),
+            "instances.main.send_delay",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(!err.contains("secrettoken"), "{err}");
+    }
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err =
+        Settings::load_from(Some(Path::new("/nonexistent/c.toml")), &HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/c.toml"));
+}

@@ -1,0 +1,277 @@
+//! `contactq daemon`: wires the store, the drains, the upkeep timer, the socket API,
+//! metrics and systemd notification together, and takes them down in order on
+//! SIGTERM/SIGINT (stop accepting, finish the in-flight sends, exit 0).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::clock::{duration_ms, now_ms};
+use crate::config::Settings;
+use crate::drain::Drain;
+use crate::lines::Lines;
+use crate::shutdown::{self, Shutdown};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::upstream::GreenApi;
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon holds the database or serves the socket.
+    #[error("{0}")]
+    AlreadyRunning(String),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long shutdown waits for an in-flight send before leaving it `sending` (it is
+/// then reconciled at the next start).
+fn drain_grace(settings: &Settings) -> Duration {
+    settings.queue.request_timeout + Duration::from_secs(5)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let (trigger, shutdown) = shutdown::channel();
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        trigger.fire();
+    });
+    let result = run_until(settings, shutdown, |_| ()).await;
+    signals.abort();
+    result
+}
+
+/// Runs the daemon until `shutdown` fires; `ready` is called with the socket path once
+/// it listens (tests and `demo` start the daemon in-process this way).
+pub async fn run_until(
+    settings: Settings,
+    mut shutdown: Shutdown,
+    ready: impl FnOnce(&Path),
+) -> Result<(), DaemonError> {
+    let settings = Arc::new(settings);
+    let _lock = lock_database(&settings.daemon.database)?;
+    let store = Store::open(
+        &settings.daemon.database,
+        StoreOptions {
+            max_page_count: settings.daemon.max_database_pages,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    let listener = bind_socket(&settings.daemon.socket, settings.daemon.socket_mode)?;
+    let lines = Arc::new(Lines::new(
+        settings
+            .instances
+            .values()
+            .map(|i| (i.name.as_str(), duration_ms(i.send_delay) as u64)),
+    ));
+    if let Some(addr) = settings.daemon.metrics_listen {
+        crate::metrics::serve(addr, store.clone(), lines.clone(), shutdown.clone()).await?;
+    }
+
+    let http = GreenApi::http_client(settings.queue.request_timeout);
+    let mut drains = JoinSet::new();
+    for instance in settings.instances.values() {
+        let line = lines
+            .get(&instance.name)
+            .cloned()
+            .expect("a line per instance");
+        let drain = Drain::new(instance, &settings.queue, store.clone(), http.clone(), line);
+        drains.spawn(drain.run(shutdown.clone()));
+    }
+    let upkeep = tokio::spawn(upkeep(store.clone(), settings.clone(), shutdown.clone()));
+    let state = AppState {
+        store: store.clone(),
+        settings: settings.clone(),
+        lines: lines.clone(),
+        started: Instant::now(),
+    };
+    let watchdog = tokio::spawn(watchdog(store.clone(), lines.clone(), shutdown.clone()));
+    tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database.display(),
+        instances = settings.instances.len(), "contactq daemon listening");
+    crate::notify::notify("READY=1\nSTATUS=accepting cards");
+    ready(&settings.daemon.socket);
+
+    let mut api_shutdown = shutdown.clone();
+    api::serve(listener, state, async move { api_shutdown.recv().await }).await?;
+    shutdown.recv().await;
+    crate::notify::notify("STOPPING=1\nSTATUS=finishing in-flight sends");
+    tracing::info!("shutting down: no longer accepting; waiting for in-flight sends");
+    let grace = drain_grace(&settings);
+    if tokio::time::timeout(grace, async { while drains.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "an in-flight send did not finish in time; it will be reconciled at the next start"
+        );
+        drains.abort_all();
+    }
+    upkeep.abort();
+    watchdog.abort();
+    let _ = std::fs::remove_file(&settings.daemon.socket);
+    store.close().await;
+    tracing::info!("contactq daemon stopped");
+    Ok(())
+}
+
+/// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
+fn lock_database(database: &Path) -> Result<File, DaemonError> {
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut lock_path = database.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(DaemonError::AlreadyRunning(format!(
+            "database {} is in use by another contactq daemon",
+            database.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Binds the socket (or takes it from systemd socket activation), replacing a stale
+/// file from a crashed run but never one a live daemon serves.
+fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    if let Some(listener) = activated_socket()? {
+        return Ok(listener);
+    }
+    let socket_err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(format!(
+                "socket {} is served by another contactq daemon",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(socket_err)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(socket_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
+    Ok(listener)
+}
+
+/// The listening socket passed by systemd (`contactq.socket`), if any.
+fn activated_socket() -> Result<Option<UnixListener>, DaemonError> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let fds: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !ours || fds < 1 {
+        return Ok(None);
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: systemd passes the listening socket as fd 3 (SD_LISTEN_FDS_START) and
+    // nothing else in this process owns it.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    std_listener.set_nonblocking(true)?;
+    Ok(Some(UnixListener::from_std(std_listener)?))
+}
+
+/// Expiry every second, whether or not any instance is authorized; retention every
+/// minute, in small batches.
+async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
+    let keep_done = duration_ms(settings.queue.keep_done);
+    let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    loop {
+        let now = now_ms();
+        match store.expire_due(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(expired = n, "expired cards not sent within max_age");
+                metrics::counter!("contactq_expired_total").increment(n);
+            }
+            Err(error) => tracing::warn!(%error, "expiry failed; will try again"),
+        }
+        if last_retention.elapsed() >= Duration::from_secs(60) {
+            last_retention = Instant::now();
+            loop {
+                match store.delete_ended_batch(now - keep_done).await {
+                    Ok(500..) => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "retention failed; will try again");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+/// Pings systemd's watchdog only while the store answers and every drain loop has
+/// turned recently, so a stuck drain gets the daemon restarted.
+async fn watchdog(store: Store, lines: Arc<Lines>, mut shutdown: Shutdown) {
+    let Some(interval) = crate::notify::watchdog_interval() else {
+        return;
+    };
+    let stale_after = Duration::from_secs(120);
+    loop {
+        let drains_alive = lines.iter().all(|(_, line)| {
+            line.status()
+                .heartbeat
+                .is_none_or(|beat| beat.elapsed() < stale_after)
+        });
+        if drains_alive && store.healthy().await {
+            crate::notify::notify("WATCHDOG=1");
+        } else {
+            tracing::error!(drains_alive, "unhealthy: withholding the watchdog ping");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval / 2) => {}
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,133 @@
+//! The live state of each instance's line: written by its drain loop, read by the API
+//! for `status`, `eta` and `waitingFor`, and a wake-up bell the API rings after an
+//! enqueue, a pause or a resume so the drain does not have to poll.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::clock::format_time_of_day;
+
+/// Why an instance's line is not sending right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    /// `contactq pause NAME`.
+    Paused,
+    /// The last `stateInstance` was not `authorized`.
+    NotAuthorized { state: String, since_ms: i64 },
+    /// A temporary failure; the next try is at `until_ms`.
+    BackOff { status: Option<u16>, until_ms: i64 },
+    /// 466: the monthly quota is used up.
+    Quota { until_ms: i64 },
+}
+
+impl Hold {
+    /// Whether cards have no expected send time while this hold lasts.
+    pub fn blocks_eta(&self) -> bool {
+        !matches!(self, Hold::BackOff { .. })
+    }
+
+    /// The `waitingFor` text.
+    pub fn describe(&self) -> String {
+        match self {
+            Hold::Paused => "paused".to_string(),
+            Hold::NotAuthorized { state, since_ms } => {
+                format!("instance {state} since {}", format_time_of_day(*since_ms))
+            }
+            Hold::BackOff { status, until_ms } => {
+                let after =
+                    status.map_or_else(|| "connection error".to_string(), |s| s.to_string());
+                format!(
+                    "back-off after {after} until {}",
+                    format_time_of_day(*until_ms)
+                )
+            }
+            Hold::Quota { until_ms } => {
+                format!(
+                    "quota exceeded (466) until {}",
+                    format_time_of_day(*until_ms)
+                )
+            }
+        }
+    }
+}
+
+/// What `status` shows of a line, beyond the counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineStatus {
+    /// The last `stateInstance` seen, or `unknown`.
+    pub authorization: String,
+    pub hold: Option<Hold>,
+    /// When the pacing allows the next send (ms), if known.
+    pub next_send_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub send_delay_ms: u64,
+    /// The drain loop's last turn; the watchdog pings only while every one is recent.
+    pub heartbeat: Option<std::time::Instant>,
+}
+
+/// One instance's line.
+#[derive(Debug)]
+pub struct Line {
+    status: Mutex<LineStatus>,
+    /// Rung after an enqueue, a pause, a resume or a retry.
+    pub wake: Notify,
+}
+
+impl Line {
+    pub fn status(&self) -> LineStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut LineStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Every configured instance's line, by name.
+#[derive(Debug, Default)]
+pub struct Lines(BTreeMap<String, Arc<Line>>);
+
+impl Lines {
+    pub fn new<'a>(instances: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
+        Lines(
+            instances
+                .into_iter()
+                .map(|(name, send_delay_ms)| {
+                    let line = Line {
+                        status: Mutex::new(LineStatus {
+                            authorization: "unknown".to_string(),
+                            hold: None,
+                            next_send_at: None,
+                            last_error: None,
+                            send_delay_ms,
+                            heartbeat: None,
+                        }),
+                        wake: Notify::new(),
+                    };
+                    (name.to_string(), Arc::new(line))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Line>> {
+        self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Line>)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

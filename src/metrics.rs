@@ -1,0 +1,99 @@
+//! Prometheus metrics: recorded through the `metrics` facade everywhere, exported on
+//! `metrics_listen` when it is configured (a no-op otherwise).
+
+use std::time::Duration;
+
+/// Enqueue latency, from the request being parsed to its commit.
+pub fn enqueue_latency(elapsed: Duration) {
+    metrics::histogram!("contactq_enqueue_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A card reached an end state.
+pub fn ended(instance: &str, state: &'static str) {
+    metrics::counter!(format!("contactq_{state}_total"), "instance" => instance.to_string())
+        .increment(1);
+}
+
+/// One upstream request and its outcome.
+pub fn upstream_request(instance: &str, method: &'static str, status: &str, elapsed: Duration) {
+    metrics::histogram!("contactq_upstream_request_duration_seconds",
+        "instance" => instance.to_string(), "method" => method, "status" => status.to_string())
+    .record(elapsed.as_secs_f64());
+}
+
+/// Installs the Prometheus recorder and serves `GET /metrics` on `addr` until shutdown.
+/// Gauges (queued, sending, oldest age, authorization) are read at scrape time.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    store: crate::store::Store,
+    lines: std::sync::Arc<crate::lines::Lines>,
+    mut shutdown: crate::shutdown::Shutdown,
+) -> std::io::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ])
+        .map_err(std::io::Error::other)?
+        .install_recorder()
+        .map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics listening");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (handle, store, lines) = (handle.clone(), store.clone(), lines.clone());
+            async move {
+                record_gauges(&store, &lines).await;
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.recv().await })
+            .await;
+    });
+    Ok(())
+}
+
+async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines) {
+    let now = crate::clock::now_ms();
+    for (name, line) in lines.iter() {
+        let status = line.status();
+        if let Ok(counts) = store.counts(name).await {
+            let label = name.to_string();
+            metrics::gauge!("contactq_queued", "instance" => label.clone())
+                .set(counts.get("queued") as f64);
+            metrics::gauge!("contactq_sending", "instance" => label.clone())
+                .set(counts.get("sending") as f64);
+            let age = counts
+                .oldest_queued_at
+                .map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+            metrics::gauge!("contactq_oldest_queued_age_seconds", "instance" => label.clone())
+                .set(age);
+        }
+        for state in [
+            "authorized",
+            "notAuthorized",
+            "blocked",
+            "sleepMode",
+            "starting",
+            "yellowCard",
+            "unknown",
+        ] {
+            let value = if status.authorization == state {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("contactq_authorization", "instance" => name.to_string(), "state" => state).set(value);
+        }
+    }
+}

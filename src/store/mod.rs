@@ -1,0 +1,180 @@
+//! The SQLite store: every SQL statement of contactq lives under this module.
+//!
+//! One write connection (SQLite has one writer anyway) and a small pool of readers, in
+//! WAL mode with `synchronous=FULL`, so a committed row survives `kill -9` and power
+//! loss. Enqueues go through a group-commit writer ([`enqueue`]); the drain's state
+//! changes are short transactions named after what they mean ([`line`]).
+
+mod enqueue;
+mod instances;
+mod line;
+mod maintenance;
+mod messages;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+
+pub use enqueue::{EnqueueOutcome, EnqueueRequest};
+pub use instances::{InstanceCounts, InstanceRow};
+pub use line::{SendOutcomeRecord, UncertainCard};
+pub use messages::{EventRow, ListFilter, MessageRow};
+
+/// A store failure the callers must tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the database's size cap is full: nothing was written.
+    #[error("database full: {0}")]
+    Full(String),
+    /// The database could not be reached or is locked: nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("no such message")]
+    NotFound,
+    /// The message is not in a state that allows the change.
+    #[error("message is {0}")]
+    Conflict(String),
+    /// Same idempotency key, different body.
+    #[error("idempotency key reused with a different body")]
+    IdempotencyMismatch,
+    #[error("migration failed: {0}")]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            // SQLite primary result codes: 13 SQLITE_FULL, 5 BUSY, 6 LOCKED, 10 IOERR,
+            // 14 CANTOPEN, 8 READONLY.
+            let code = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            return match code {
+                Some(13) => StoreError::Full(db.message().to_string()),
+                Some(5 | 6 | 8 | 10 | 14) => StoreError::Unavailable(db.message().to_string()),
+                _ => StoreError::Database(db.message().to_string()),
+            };
+        }
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Cap on the database size in pages of 4 KiB (`PRAGMA max_page_count`), so a
+    /// quota can be enforced without a full disk. None = SQLite's default.
+    pub max_page_count: Option<u64>,
+    pub readers: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_page_count: None,
+            readers: 4,
+        }
+    }
+}
+
+/// The open database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+    enqueue_tx: mpsc::Sender<enqueue::Job>,
+    /// The next place in line; only this process writes the database (it holds the lock).
+    line_counter: Arc<AtomicI64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database, and starts the enqueue writer.
+    pub async fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut connect = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| StoreError::Database(e.to_string()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(64);
+        if let Some(pages) = options.max_page_count {
+            connect = connect.pragma("max_page_count", pages.to_string());
+        }
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(connect.clone())
+            .await?;
+        sqlx::migrate!("./migrations")
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(connect.read_only(true))
+            .await?;
+        let next_line: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(line_seq), 0) + 1 FROM messages")
+                .fetch_one(&write)
+                .await?;
+        let line_counter = Arc::new(AtomicI64::new(next_line));
+        let (enqueue_tx, enqueue_rx) = mpsc::channel(8192);
+        tokio::spawn(enqueue::writer(
+            write.clone(),
+            enqueue_rx,
+            line_counter.clone(),
+        ));
+        Ok(Store {
+            write,
+            read,
+            enqueue_tx,
+            line_counter,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn healthy(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Closes both pools (the enqueue writer stops when the last Store is dropped).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    fn next_line_seq(&self) -> i64 {
+        self.line_counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests;

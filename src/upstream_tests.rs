@@ -1,0 +1,114 @@
+//! Unit tests for the answer classification and journal parsing.
+
+use super::*;
+
+#[test]
+fn ok_with_id_message_is_sent() {
+    assert_eq!(
+        classify(200, r#"{"idMessage":"3EB0C767D097B7C7C030"}"#, None),
+        SendOutcome::Sent {
+            id_message: "3EB0C767D097B7C7C030".into()
+        }
+    );
+}
+
+#[test]
+fn ok_without_id_message_is_not_a_send() {
+    assert!(matches!(
+        classify(200, r#"{"code":401,"description":"Unauthorized"}"#, None),
+        SendOutcome::NotAuthorized { status: 401, .. }
+    ));
+    assert!(matches!(
+        classify(200, "{}", None),
+        SendOutcome::Uncertain { .. }
+    ));
+}
+
+#[test]
+fn bad_request_fails_unless_it_is_about_the_instance() {
+    let body = r#"{"statusCode":400,"message":"Validation failed. Details: 'chatId' is required"}"#;
+    assert_eq!(
+        classify(400, body, None),
+        SendOutcome::Rejected {
+            status: 400,
+            error: "Validation failed. Details: 'chatId' is required".into()
+        }
+    );
+    for text in [
+        "instance in starting process try later",
+        "instance account not authorized",
+    ] {
+        let body = format!(r#"{{"message":"{text}"}}"#);
+        assert!(
+            matches!(
+                classify(400, &body, None),
+                SendOutcome::NotAuthorized { .. }
+            ),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn throttling_and_server_errors_are_told_apart() {
+    assert!(matches!(
+        classify(401, "Unauthorized", None),
+        SendOutcome::NotAuthorized { .. }
+    ));
+    assert!(matches!(
+        classify(403, "Forbidden", None),
+        SendOutcome::NotAuthorized { .. }
+    ));
+    assert_eq!(
+        classify(429, "{}", Some(Duration::from_secs(3))),
+        SendOutcome::RetryLater {
+            status: Some(429),
+            error: "429 {}".into(),
+            retry_after: Some(Duration::from_secs(3))
+        }
+    );
+    assert!(matches!(
+        classify(
+            466,
+            r#"{"correspondentsStatus":{"description":"quota"}}"#,
+            None
+        ),
+        SendOutcome::QuotaExceeded { .. }
+    ));
+    for status in [499, 500, 502, 504] {
+        assert!(
+            matches!(classify(status, "", None), SendOutcome::Uncertain { .. }),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn redactor_cuts_the_token_out() {
+    let r = Redactor::new(&ApiToken::new("s3cr3t"));
+    assert_eq!(
+        r.clean("/waInstance1/sendContact/s3cr3t failed"),
+        "/waInstance1/sendContact/*** failed"
+    );
+}
+
+#[test]
+fn journal_entries_carry_the_vcard_phone() {
+    let v: Value = serde_json::json!({"idMessage":"ABC","chatId":"11001234567@c.us","timestamp":1700000000,
+        "typeMessage":"contactMessage","contact":{"displayName":"A","vcard":"BEGIN:VCARD\nVERSION:3.0\nFN:A\nTEL;type=CELL;type=VOICE;waid=79001234568:+7 900 123-45-68\nEND:VCARD"}});
+    let e = journal_entry(&v).unwrap();
+    assert_eq!(e.phone, Some(79001234568));
+    assert_eq!(e.timestamp, Some(1700000000));
+    assert_eq!(
+        phone_in_vcard("BEGIN:VCARD\nTEL:+1 (555) 123-45678\nEND:VCARD"),
+        Some(155512345678)
+    );
+}
+
+#[test]
+fn queue_entries_carry_the_body_phone() {
+    let v: Value = serde_json::json!({"messageID":"Q1","type":"contactMessage",
+        "body":{"chatId":"11001234567@c.us","contact":{"phoneContact":79001234568u64,"firstName":"A"}}});
+    let e = queue_entry(&v).unwrap();
+    assert_eq!((e.id_message.as_str(), e.phone), ("Q1", Some(79001234568)));
+}
