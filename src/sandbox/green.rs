@@ -63,9 +63,6 @@ pub async fn handle(
         }
         w.knobs(id)
     };
-    if !knobs.latency.is_zero() {
-        tokio::time::sleep(knobs.latency).await;
-    }
     let resp = match (verb.clone(), method.as_str()) {
         (Method::POST, "sendContact") => send_contact(&world, id, &knobs, &conn, path, &body).await,
         (Method::GET, "getStateInstance") => {
@@ -89,6 +86,10 @@ pub async fn handle(
         }
         _ => not_found(&verb, path),
     };
+    // Latency delays the answer, not the effect (see `scripted`).
+    if !knobs.latency.is_zero() {
+        tokio::time::sleep(knobs.latency).await;
+    }
     tracing::debug!(
         instance = id,
         method,
@@ -154,9 +155,29 @@ async fn scripted(
     body: &[u8],
     step: ScriptStep,
 ) -> Response {
+    // The effect (a card taken) happens on receipt, like a real server that keeps
+    // working after its client hung up; only the answer waits for the delay.
+    let response = scripted_effect(world, id, knobs, conn, path, body, &step);
     if !step.delay.is_zero() {
         tokio::time::sleep(step.delay).await;
     }
+    if step.drop_connection {
+        // Never written: the cut stream fails hyper's first write, so hyper drops the
+        // connection and the client sees the socket close with no answer.
+        conn.cut();
+    }
+    response
+}
+
+fn scripted_effect(
+    world: &Shared,
+    id: &str,
+    knobs: &Knobs,
+    _conn: &ConnHandle,
+    path: &str,
+    body: &[u8],
+    step: &ScriptStep,
+) -> Response {
     if step.status == 200 && step.body.is_none() && !step.drop_connection {
         return answer_normally(world, id, knobs, path, body);
     }
@@ -167,9 +188,6 @@ async fn scripted(
         world.lock().accept(id, &raw, card, now_ms());
     }
     if step.drop_connection {
-        // Never written: the cut stream fails hyper's first write, so hyper drops the
-        // connection and the client sees the socket close with no answer.
-        conn.cut();
         return replies::nest_error(500, path, "dropped");
     }
     match &step.body {

@@ -93,9 +93,14 @@ pub(super) async fn rows_by_ids(
     conn: &mut SqliteConnection,
     ids_json: &str,
 ) -> Result<Vec<MessageRow>, StoreError> {
+    // json_each has an `id` column of its own: qualify ours.
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM json_each(?1) AS j JOIN messages m ON m.id = j.value \
-         ORDER BY j.key"
+        "SELECT {columns} FROM json_each(?1) AS j JOIN messages m ON m.id = j.value ORDER BY j.key"
     );
     Ok(sqlx::query_as(&sql).bind(ids_json).fetch_all(conn).await?)
 }

@@ -1,0 +1,308 @@
+//! Shared set-up for the black-box tests: a real `contactq daemon` process on a Unix
+//! socket and SQLite file in a temp directory, talking to the in-process sandbox over
+//! loopback HTTP.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use contactq::cli::client::{ApiRequest, Client};
+use contactq::sandbox::{Sandbox, SandboxOptions};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "tok3n-SECRET-4242";
+pub const ID_INSTANCE: &str = "1101000001";
+
+/// Knobs of the daemon's configuration a test may shorten.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub send_delay: &'static str,
+    pub max_age: &'static str,
+    pub state_poll: &'static str,
+    pub retry_initial: &'static str,
+    pub retry_max: &'static str,
+    pub reconcile_lag: &'static str,
+    pub quota_retry: &'static str,
+    pub keep_done: &'static str,
+    pub request_timeout: &'static str,
+    /// Extra lines for the `[daemon]` table.
+    pub daemon_extra: String,
+    /// Extra instances: (name, id_instance).
+    pub more_instances: Vec<(&'static str, &'static str)>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            send_delay: "100ms",
+            max_age: "24h",
+            state_poll: "1s",
+            retry_initial: "200ms",
+            retry_max: "1s",
+            reconcile_lag: "2s",
+            quota_retry: "1h",
+            keep_done: "30d",
+            request_timeout: "5s",
+            daemon_extra: String::new(),
+            more_instances: Vec::new(),
+        }
+    }
+}
+
+pub async fn sandbox() -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
+        .await
+        .expect("sandbox starts")
+}
+
+pub async fn sandbox_with(options: SandboxOptions) -> Sandbox {
+    Sandbox::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .expect("sandbox starts")
+}
+
+/// A daemon process and its files.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl TestDaemon {
+    pub async fn start(sandbox: &Sandbox, config: DaemonConfig) -> TestDaemon {
+        Self::start_with_env(sandbox, config, &[]).await
+    }
+
+    pub async fn start_with_env(
+        sandbox: &Sandbox,
+        config: DaemonConfig,
+        env: &[(&str, &str)],
+    ) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("contactq.sock");
+        let database = dir.path().join("queue.db");
+        let config_path = dir.path().join("contactq.toml");
+        let mut text = format!(
+            "[daemon]\nsocket = {socket:?}\ndatabase = {database:?}\n{extra}\n\
+             [queue]\nmax_age = {max_age:?}\nstate_poll = {poll:?}\nretry_initial = {ri:?}\n\
+             retry_max = {rm:?}\nreconcile_lag = {lag:?}\nquota_retry = {quota:?}\n\
+             keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n\n\
+             [instances.main]\napi_url = {url:?}\nid_instance = {ID_INSTANCE:?}\n\
+             api_token = {TOKEN:?}\nsend_delay = {delay:?}\n",
+            extra = config.daemon_extra,
+            max_age = config.max_age,
+            poll = config.state_poll,
+            ri = config.retry_initial,
+            rm = config.retry_max,
+            lag = config.reconcile_lag,
+            quota = config.quota_retry,
+            keep = config.keep_done,
+            timeout = config.request_timeout,
+            url = sandbox.url(),
+            delay = config.send_delay,
+        );
+        for (name, id) in &config.more_instances {
+            text.push_str(&format!(
+                "\n[instances.{name}]\napi_url = {url:?}\nid_instance = {id:?}\napi_token = {TOKEN:?}\nsend_delay = {delay:?}\n",
+                url = sandbox.url(),
+                delay = config.send_delay
+            ));
+        }
+        std::fs::write(&config_path, text).unwrap();
+        let mut daemon = TestDaemon {
+            log: dir.path().join("daemon.log"),
+            socket,
+            database,
+            config: config_path,
+            dir,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    /// A `contactq` command with this daemon's config and socket.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_contactq"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.socket);
+        cmd.env_remove("CONTACTQ_CONFIG")
+            .env_remove("CONTACTQ_SOCKET");
+        cmd
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = self.command();
+        cmd.arg("daemon").stdout(Stdio::null()).stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("daemon starts"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client().send(ApiRequest::get("/v1/health")).await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early ({status}): {}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL, as a crash or power loss would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop().await;
+        }
+        self.spawn().await;
+    }
+
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
+    pub async fn request(&self, request: ApiRequest) -> (u16, Value) {
+        let r = self.client().send(request).await.expect("daemon answers");
+        let body = if r.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+        };
+        (r.status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(ApiRequest::get(path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request(ApiRequest::post(path, Some(body.to_string().into_bytes())))
+            .await
+    }
+
+    pub async fn enqueue(&self, body: &Value) -> (u16, Value) {
+        self.post("/v1/instances/main/sendContact", body).await
+    }
+
+    /// Enqueues a valid card and returns its id.
+    pub async fn enqueue_ok(&self, body: &Value) -> String {
+        let (status, answer) = self.enqueue(body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn all_messages(&self) -> Vec<Value> {
+        let (_, body) = self.get("/v1/messages?limit=1000").await;
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> Value {
+        let (_, body) = self.get("/v1/status").await;
+        body["instances"][0].clone()
+    }
+
+    /// Waits until the message reaches `state`, or panics with its last view.
+    pub async fn wait_state(&self, id: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.message(id).await;
+            if m["state"] == state {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} not {state} in {within:?}: {m}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A valid card; `n` makes it distinguishable (first name and phone).
+pub fn card(n: u64) -> Value {
+    json!({"chatId": "11001234567@c.us",
+           "contact": {"phoneContact": 79_000_000_000u64 + n, "firstName": format!("card-{n}")}})
+}
+
+/// Polls `check` until it holds.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
