@@ -205,7 +205,7 @@ impl Settings {
         let raw: RawSettings = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(|e| ConfigError::Load(one_line(&e.to_string())))?;
         Self::from_raw(raw, env)
     }
 
@@ -346,8 +346,13 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
             ))
         }
     };
-    if api_token.is_empty() || api_token.contains(['/', '?', '#', ' ']) {
-        return Err(key_error(key("api_token"), "empty or not a plain token"));
+    // Short tokens are refused: the token is cut out of every log line and error, and
+    // cutting a 1-character "token" out of text would mangle it (real ones are ~50).
+    if api_token.len() < 8 || api_token.contains(['/', '?', '#', ' ']) {
+        return Err(key_error(
+            key("api_token"),
+            "must be at least 8 characters, without '/', '?', '#' or spaces",
+        ));
     }
     let send_delay = parse_duration(
         &key("send_delay"),
@@ -360,6 +365,15 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
         api_token: ApiToken::new(api_token),
         send_delay,
     })
+}
+
+/// A multi-line parser message (TOML errors draw the line) as one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Parses `"5s"`, `"500ms"`, `"24h"`, `"30d"`; the error names the key.

@@ -50,14 +50,14 @@ fn environment_overrides_the_file() {
     let s = load(
         GOOD,
         &[
-            ("CONTACTQ_INSTANCES__MAIN__API_TOKEN", "fromenv"),
+            ("CONTACTQ_INSTANCES__MAIN__API_TOKEN", "fromenvtoken"),
             ("CONTACTQ_QUEUE__MAX_AGE", "2h"),
             ("CONTACTQ_CONFIG", "/ignored.toml"),
             ("CONTACTQ_SOCKET", "/ignored.sock"),
         ],
     )
     .unwrap();
-    assert_eq!(s.instances["main"].api_token.expose(), "fromenv");
+    assert_eq!(s.instances["main"].api_token.expose(), "fromenvtoken");
     assert_eq!(s.queue.max_age, Duration::from_secs(7200));
 }
 

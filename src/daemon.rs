@@ -73,7 +73,8 @@ pub async fn run_until(
         },
     )
     .await?;
-    let listener = bind_socket(&settings.daemon.socket, settings.daemon.socket_mode)?;
+    let (listener, socket_is_ours) =
+        bind_socket(&settings.daemon.socket, settings.daemon.socket_mode)?;
     let lines = Arc::new(Lines::new(
         settings
             .instances
@@ -101,7 +102,19 @@ pub async fn run_until(
         lines: lines.clone(),
         started: Instant::now(),
     };
-    let watchdog = tokio::spawn(watchdog(store.clone(), lines.clone(), shutdown.clone()));
+    // A drain turns at least every 15 s, but one turn may wait out a whole request.
+    let stale_after = settings.queue.request_timeout * 2 + Duration::from_secs(60);
+    let watchdog = tokio::spawn(watchdog(
+        store.clone(),
+        lines.clone(),
+        stale_after,
+        shutdown.clone(),
+    ));
+    let mut stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.recv().await;
+        crate::notify::notify("STOPPING=1\nSTATUS=finishing in-flight sends");
+    });
     tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database.display(),
         instances = settings.instances.len(), "contactq daemon listening");
     crate::notify::notify("READY=1\nSTATUS=accepting cards");
@@ -110,7 +123,6 @@ pub async fn run_until(
     let mut api_shutdown = shutdown.clone();
     api::serve(listener, state, async move { api_shutdown.recv().await }).await?;
     shutdown.recv().await;
-    crate::notify::notify("STOPPING=1\nSTATUS=finishing in-flight sends");
     tracing::info!("shutting down: no longer accepting; waiting for in-flight sends");
     let grace = drain_grace(&settings);
     if tokio::time::timeout(grace, async { while drains.join_next().await.is_some() {} })
@@ -124,7 +136,10 @@ pub async fn run_until(
     }
     upkeep.abort();
     watchdog.abort();
-    let _ = std::fs::remove_file(&settings.daemon.socket);
+    if socket_is_ours {
+        // A socket passed by systemd stays: contactq.socket keeps listening on it.
+        let _ = std::fs::remove_file(&settings.daemon.socket);
+    }
     store.close().await;
     tracing::info!("contactq daemon stopped");
     Ok(())
@@ -154,10 +169,11 @@ fn lock_database(database: &Path) -> Result<File, DaemonError> {
 }
 
 /// Binds the socket (or takes it from systemd socket activation), replacing a stale
-/// file from a crashed run but never one a live daemon serves.
-fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+/// file from a crashed run but never one a live daemon serves. The flag says whether
+/// the file is ours to remove at exit.
+fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonError> {
     if let Some(listener) = activated_socket()? {
-        return Ok(listener);
+        return Ok((listener, false));
     }
     let socket_err = |source| DaemonError::Socket {
         path: path.to_path_buf(),
@@ -177,7 +193,7 @@ fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
     }
     let listener = UnixListener::bind(path).map_err(socket_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
-    Ok(listener)
+    Ok((listener, true))
 }
 
 /// The listening socket passed by systemd (`contactq.socket`), if any.
@@ -202,9 +218,11 @@ fn activated_socket() -> Result<Option<UnixListener>, DaemonError> {
 }
 
 /// Expiry every second, whether or not any instance is authorized; retention every
-/// minute, in small batches.
+/// minute (sooner for a short `keep_done`), in small batches.
 async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
     let keep_done = duration_ms(settings.queue.keep_done);
+    let retention_every =
+        (settings.queue.keep_done / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     loop {
         let now = now_ms();
@@ -216,7 +234,7 @@ async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
             }
             Err(error) => tracing::warn!(%error, "expiry failed; will try again"),
         }
-        if last_retention.elapsed() >= Duration::from_secs(60) {
+        if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();
             loop {
                 match store.delete_ended_batch(now - keep_done).await {
@@ -238,11 +256,10 @@ async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
 
 /// Pings systemd's watchdog only while the store answers and every drain loop has
 /// turned recently, so a stuck drain gets the daemon restarted.
-async fn watchdog(store: Store, lines: Arc<Lines>, mut shutdown: Shutdown) {
+async fn watchdog(store: Store, lines: Arc<Lines>, stale_after: Duration, mut shutdown: Shutdown) {
     let Some(interval) = crate::notify::watchdog_interval() else {
         return;
     };
-    let stale_after = Duration::from_secs(120);
     loop {
         let drains_alive = lines.iter().all(|(_, line)| {
             line.status()

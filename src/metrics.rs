@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 /// Enqueue latency, from the request being parsed to its commit.
 pub fn enqueue_latency(elapsed: Duration) {
     metrics::histogram!("contactq_enqueue_duration_seconds").record(elapsed.as_secs_f64());
@@ -21,14 +23,20 @@ pub fn upstream_request(instance: &str, method: &'static str, status: &str, elap
     .record(elapsed.as_secs_f64());
 }
 
-/// Installs the Prometheus recorder and serves `GET /metrics` on `addr` until shutdown.
-/// Gauges (queued, sending, oldest age, authorization) are read at scrape time.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    store: crate::store::Store,
-    lines: std::sync::Arc<crate::lines::Lines>,
-    mut shutdown: crate::shutdown::Shutdown,
-) -> std::io::Result<()> {
+/// How often recorded histogram samples are folded into their buckets. The exporter
+/// does it on a scrape too, but without this a daemon nobody scrapes would keep every
+/// sample of every send in memory.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder, installed on first use. The `metrics` facade
+/// takes one global recorder per process and refuses a second, so a daemon started
+/// again in the same process (tests, `demo`) must reuse it instead of failing.
+fn recorder() -> std::io::Result<PrometheusHandle> {
+    static HANDLE: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -37,6 +45,20 @@ pub async fn serve(
         .map_err(std::io::Error::other)?
         .install_recorder()
         .map_err(std::io::Error::other)?;
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Installs the Prometheus recorder and serves `GET /metrics` on `addr` until shutdown.
+/// Gauges (queued, sending, oldest age, authorization) are read at scrape time.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    store: crate::store::Store,
+    lines: std::sync::Arc<crate::lines::Lines>,
+    mut shutdown: crate::shutdown::Shutdown,
+) -> std::io::Result<()> {
+    let handle = recorder()?;
+    let upkeep_handle = handle.clone();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
     let app = axum::Router::new().route(
@@ -55,6 +77,15 @@ pub async fn serve(
             }
         }),
     );
+    let mut upkeep_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(UPKEEP) => upkeep_handle.run_upkeep(),
+                _ = upkeep_shutdown.recv() => return,
+            }
+        }
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.recv().await })

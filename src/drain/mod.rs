@@ -170,7 +170,11 @@ impl Drain {
         }
         self.last_state_call = now;
         let poll = duration_ms(self.queue.state_poll);
-        match self.api.state().await {
+        let started = Instant::now();
+        let answer = self.api.state().await;
+        let status = if answer.is_ok() { "200" } else { "error" };
+        crate::metrics::upstream_request(&self.name, "getStateInstance", status, started.elapsed());
+        match answer {
             Ok(state) if state == "authorized" => {
                 tracing::info!(instance = %self.name, "instance authorized");
                 self.authorized = true;

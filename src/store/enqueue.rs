@@ -55,6 +55,12 @@ pub(super) struct Job {
 impl Store {
     /// Enqueues cards; returns once they are committed (or known not to be).
     pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
+        let bytes = request
+            .cards
+            .iter()
+            .map(|c| c.chat_id.len() + 200)
+            .sum::<usize>();
+        self.check_room(bytes).await?;
         let (reply, answer) = oneshot::channel();
         self.enqueue_tx
             .send(Job { request, reply })

@@ -76,8 +76,9 @@ impl From<sqlx::Error> for StoreError {
 /// How the store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Cap on the database size in pages of 4 KiB (`PRAGMA max_page_count`), so a
-    /// quota can be enforced without a full disk. None = SQLite's default.
+    /// Cap on the database size in pages of 4 KiB. Enqueues are refused (Full) past
+    /// it while the drain can still record outcomes, so space is freed by retention;
+    /// `PRAGMA max_page_count` is set a little above it as a hard backstop.
     pub max_page_count: Option<u64>,
     pub readers: u32,
 }
@@ -99,6 +100,8 @@ pub struct Store {
     enqueue_tx: mpsc::Sender<enqueue::Job>,
     /// The next place in line; only this process writes the database (it holds the lock).
     line_counter: Arc<AtomicI64>,
+    /// Soft cap on the pages in use, for enqueues only (see [`StoreOptions`]).
+    enqueue_page_cap: Option<u64>,
 }
 
 impl Store {
@@ -119,7 +122,8 @@ impl Store {
             .pragma("temp_store", "memory")
             .statement_cache_capacity(64);
         if let Some(pages) = options.max_page_count {
-            connect = connect.pragma("max_page_count", pages.to_string());
+            let backstop = pages + pages / 4 + 64;
+            connect = connect.pragma("max_page_count", backstop.to_string());
         }
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -156,6 +160,7 @@ impl Store {
             read,
             enqueue_tx,
             line_counter,
+            enqueue_page_cap: options.max_page_count,
         })
     }
 
@@ -168,6 +173,27 @@ impl Store {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+    }
+
+    /// Refuses an enqueue of about `bytes` that would take the database past its cap.
+    pub(crate) async fn check_room(&self, bytes: usize) -> Result<(), StoreError> {
+        let Some(cap) = self.enqueue_page_cap else {
+            return Ok(());
+        };
+        let used: i64 = sqlx::query_scalar(
+            "SELECT (SELECT page_count FROM pragma_page_count())
+                  - (SELECT freelist_count FROM pragma_freelist_count())",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        // A row costs about its size twice over (table and index pages), plus a page.
+        let needed = (bytes as u64 * 2) / 4096 + 1;
+        if used.max(0) as u64 + needed > cap {
+            return Err(StoreError::Full(format!(
+                "max_database_size reached ({used} of {cap} pages in use)"
+            )));
+        }
+        Ok(())
     }
 
     fn next_line_seq(&self) -> i64 {

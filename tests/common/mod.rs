@@ -259,6 +259,20 @@ impl TestDaemon {
         body["messages"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Every message, following the `next` cursor.
+    pub async fn all_messages_paged(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path = "/v1/messages?limit=1000".to_string();
+        loop {
+            let (_, body) = self.get(&path).await;
+            out.extend(body["messages"].as_array().cloned().unwrap_or_default());
+            match body["next"].as_str() {
+                Some(next) => path = format!("/v1/messages?limit=1000&before={next}"),
+                None => return out,
+            }
+        }
+    }
+
     pub async fn status(&self) -> Value {
         let (_, body) = self.get("/v1/status").await;
         body["instances"][0].clone()

@@ -1,0 +1,345 @@
+//! Restarts, crashes and faults of the machine, black-box: nothing acknowledged is
+//! lost, nothing is sent twice, pacing and holds survive, one daemon per database.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{card, eventually, sandbox, DaemonConfig, TestDaemon, ID_INSTANCE};
+use contactq::sandbox::ScriptStep;
+use serde_json::json;
+
+#[tokio::test]
+async fn pacing_survives_a_restart() {
+    let sb = sandbox().await;
+    let mut d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            send_delay: "3s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let first = d.enqueue_ok(&card(1)).await;
+    d.wait_state(&first, "sent", Duration::from_secs(5)).await;
+    d.restart().await;
+    let second = d.enqueue_ok(&card(2)).await;
+    d.wait_state(&second, "sent", Duration::from_secs(8)).await;
+    let received = sb.received(ID_INSTANCE);
+    let gap = received[1].received_at_ms - received[0].received_at_ms;
+    assert!(
+        gap >= 2990,
+        "sent {gap} ms apart across a restart; send_delay is 3 s"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_mid_send_is_reconciled_not_sent_again() {
+    let sb = sandbox().await;
+    // The API takes the card at once but answers only after 5 s: the daemon dies first.
+    sb.push_script(
+        ID_INSTANCE,
+        vec![ScriptStep {
+            status: 200,
+            delay: Duration::from_secs(5),
+            accept: true,
+            ..ScriptStep::default()
+        }],
+    );
+    let mut d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            reconcile_lag: "3s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = d.enqueue_ok(&card(1)).await;
+    let next = d.enqueue_ok(&card(2)).await;
+    d.wait_state(&id, "sending", Duration::from_secs(5)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the sandbox took the card",
+        || async { sb.received(ID_INSTANCE).len() == 1 },
+    )
+    .await;
+    d.kill9();
+    d.start_again().await;
+    let sent = d.wait_state(&id, "sent", Duration::from_secs(10)).await;
+    d.wait_state(&next, "sent", Duration::from_secs(10)).await;
+    let received = sb.received(ID_INSTANCE);
+    assert_eq!(received.len(), 2, "card-1 went to the API once");
+    assert_eq!(sent["idMessage"], json!(received[0].id_message));
+    assert_eq!(sent["attempts"], 1);
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_send_finish_and_exits_zero() {
+    let sb = sandbox().await;
+    sb.push_script(
+        ID_INSTANCE,
+        vec![ScriptStep {
+            status: 200,
+            delay: Duration::from_millis(1500),
+            ..ScriptStep::default()
+        }],
+    );
+    let mut d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    let id = d.enqueue_ok(&card(1)).await;
+    d.wait_state(&id, "sending", Duration::from_secs(5)).await;
+    let status = d.stop().await;
+    assert!(status.success(), "exit {status}");
+    assert!(!d.socket.exists(), "socket file removed");
+    d.start_again().await;
+    let m = d.message(&id).await;
+    assert_eq!(
+        m["state"], "sent",
+        "the in-flight send was finished and recorded: {m}"
+    );
+    assert_eq!(
+        m["idMessage"],
+        json!(sb.received(ID_INSTANCE)[0].id_message)
+    );
+}
+
+#[tokio::test]
+async fn a_second_daemon_refuses_and_a_stale_socket_is_replaced() {
+    let sb = sandbox().await;
+    let mut d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    let out = d.command().arg("daemon").output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another contactq daemon"), "{err}");
+    let id = d.enqueue_ok(&card(1)).await;
+    d.wait_state(&id, "sent", Duration::from_secs(5)).await;
+    d.kill9();
+    assert!(d.socket.exists(), "a crash leaves the socket file");
+    d.start_again().await;
+    assert_eq!(d.message(&id).await["state"], "sent");
+    // Another database on the same live socket is refused too.
+    let other = d.dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("queue.db", "other.db");
+    std::fs::write(&other, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactq"))
+        .arg("--config")
+        .arg(&other)
+        .arg("daemon")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("socket"));
+    assert_eq!(
+        d.get("/v1/health").await.0,
+        200,
+        "the first daemon is undisturbed"
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_78_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[daemon]\nsocket = \"/tmp/x.sock\"\ndatabase = \"/tmp/x.db\"\n[instances.main]\nid_instance = \"1101\"\napi_token = \"t0k3nXYZ\"\n";
+    let cases = [
+        (
+            base.replace("[daemon]", "[daemon]\nsokcet = \"/x\""),
+            "sokcet",
+        ),
+        (
+            format!("{base}[queue]\nmax_age = \"a day\"\n"),
+            "queue.max_age",
+        ),
+        (
+            base.replace("api_token = \"t0k3nXYZ\"\n", ""),
+            "instances.main.api_token",
+        ),
+        (
+            base.replace(
+                "api_token = \"t0k3nXYZ\"",
+                "api_token_file = \"/nonexistent/token\"",
+            ),
+            "instances.main.api_token_file",
+        ),
+        ("[daemon\n".to_string(), "configuration"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactq"))
+            .arg("--config")
+            .arg(&path)
+            .arg("daemon")
+            .env_remove("CONTACTQ_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{key}: {err}");
+        assert!(err.contains(key), "{key}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("t0k3nXYZ"));
+    }
+}
+
+#[tokio::test]
+async fn a_full_database_answers_503_keeps_running_and_recovers() {
+    let sb = sandbox().await;
+    sb.set_state(None, "notAuthorized");
+    let config = DaemonConfig {
+        daemon_extra: "max_database_size = \"600KiB\"".into(),
+        keep_done: "1s",
+        ..Default::default()
+    };
+    let d = TestDaemon::start(&sb, config).await;
+    let mut accepted = Vec::new();
+    let mut full = None;
+    for n in 0..2000 {
+        let mut body = card(n);
+        body["contact"]["company"] = json!("x".repeat(4000));
+        let (status, answer) = d.enqueue(&body).await;
+        match status {
+            202 => accepted.push(answer["id"].as_str().unwrap().to_string()),
+            503 => {
+                full = Some(answer);
+                break;
+            }
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    let full = full.expect("the database filled up");
+    assert!(full["details"].as_str().unwrap().contains("full"), "{full}");
+    // The CLI reports it as a temporary failure.
+    let out = d
+        .command()
+        .args([
+            "send",
+            "--instance",
+            "main",
+            "--chat-id",
+            "11001234567@c.us",
+            "--phone",
+            "79001234568",
+            "--company",
+        ])
+        .arg("y".repeat(4000))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing half-written: exactly the acknowledged cards are there.
+    assert_eq!(
+        d.status().await["queued"].as_u64().unwrap() as usize,
+        accepted.len()
+    );
+    // Space comes back once sent cards are past keep_done and deleted.
+    sb.set_state(None, "authorized");
+    d.wait_state(accepted.last().unwrap(), "sent", Duration::from_secs(60))
+        .await;
+    eventually(Duration::from_secs(30), "enqueue works again", || async {
+        d.enqueue(&card(99_999)).await.0 == 202
+    })
+    .await;
+    assert_eq!(sb.received(ID_INSTANCE).len(), accepted.len());
+}
+
+/// Enqueue continuously while the daemon is SIGKILLed and restarted 10 times against a
+/// server that sometimes answers slowly or fails: every acknowledged card exists once,
+/// every card the server took is `sent` with its idMessage, none was received twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
+    let sb = sandbox().await;
+    sb.set_latency(None, Duration::from_millis(120));
+    sb.set_failures(None, 0.15, vec![500, 502]);
+    let config = DaemonConfig {
+        send_delay: "20ms",
+        reconcile_lag: "1s",
+        retry_initial: "100ms",
+        retry_max: "300ms",
+        ..Default::default()
+    };
+    let mut d = TestDaemon::start(&sb, config).await;
+    let socket = d.socket.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let enqueuer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = contactq::cli::client::Client::new(&socket);
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let body = card(n).to_string().into_bytes();
+                let req = contactq::cli::client::ApiRequest::post(
+                    "/v1/instances/main/sendContact",
+                    Some(body),
+                );
+                match client.send(req).await {
+                    Ok(r) if r.status == 202 => {
+                        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                        acked.push((v["id"].as_str().unwrap().to_string(), n));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            acked
+        })
+    };
+    for round in 0..10u64 {
+        tokio::time::sleep(Duration::from_millis(400 + 97 * (round % 4))).await;
+        d.kill9();
+        d.start_again().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = enqueuer.await.unwrap();
+    assert!(acked.len() > 50, "enough traffic: {}", acked.len());
+    sb.set_failures(None, 0.0, vec![]);
+    eventually(Duration::from_secs(90), "every card ended", || async {
+        let s = d.status().await;
+        s["queued"] == 0 && s["sending"] == 0
+    })
+    .await;
+    let messages = d.all_messages_paged().await;
+    let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
+    for m in &messages {
+        assert!(
+            by_id
+                .insert(m["id"].as_str().unwrap().to_string(), m.clone())
+                .is_none(),
+            "id twice"
+        );
+    }
+    for (id, _) in &acked {
+        let m = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged card {id} lost"));
+        assert_eq!(m["state"], "sent", "{m}");
+    }
+    let received = sb.received(ID_INSTANCE);
+    let mut seen = HashSet::new();
+    for r in &received {
+        let name = r.body["contact"]["firstName"].as_str().unwrap().to_string();
+        assert!(seen.insert(name.clone()), "{name} received twice");
+        let m = messages
+            .iter()
+            .find(|m| m["contact"]["firstName"] == name.as_str())
+            .expect("received card is stored");
+        assert_eq!(m["state"], "sent");
+        assert_eq!(m["idMessage"], json!(r.id_message), "{name}");
+    }
+    assert_eq!(
+        received.len(),
+        messages.len(),
+        "every stored card went out exactly once"
+    );
+}
