@@ -13,7 +13,7 @@ mod messages;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +49,16 @@ pub enum StoreError {
     Database(String),
 }
 
+/// Set when a statement failed; the write pool then replaces its connection before the
+/// next use. After SQLITE_FULL or an I/O error SQLite may leave a transaction open on
+/// the connection (COMMIT can fail and keep it active), and a later BEGIN would then
+/// nest inside it as a savepoint whose "commit" is not durable. A fresh connection
+/// guarantees every transaction starts from a clean state.
+static WRITER_SUSPECT: AtomicBool = AtomicBool::new(false);
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        WRITER_SUSPECT.store(true, Ordering::SeqCst);
         if let sqlx::Error::Database(db) = &e {
             // SQLite primary result codes: 13 SQLITE_FULL, 5 BUSY, 6 LOCKED, 10 IOERR,
             // 14 CANTOPEN, 8 READONLY.
@@ -126,6 +134,9 @@ impl Store {
             connect = connect.pragma("max_page_count", backstop.to_string());
         }
         let write = SqlitePoolOptions::new()
+            .before_acquire(|_conn, _meta| {
+                Box::pin(async move { Ok(!WRITER_SUSPECT.swap(false, Ordering::SeqCst)) })
+            })
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))

@@ -30,6 +30,8 @@ pub struct DaemonConfig {
     pub daemon_extra: String,
     /// Extra instances: (name, id_instance).
     pub more_instances: Vec<(&'static str, &'static str)>,
+    /// The database file, when not in the daemon's temp directory.
+    pub database: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -46,6 +48,7 @@ impl Default for DaemonConfig {
             request_timeout: "5s",
             daemon_extra: String::new(),
             more_instances: Vec::new(),
+            database: None,
         }
     }
 }
@@ -85,7 +88,10 @@ impl TestDaemon {
     ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("contactq.sock");
-        let database = dir.path().join("queue.db");
+        let database = config
+            .database
+            .clone()
+            .unwrap_or_else(|| dir.path().join("queue.db"));
         let config_path = dir.path().join("contactq.toml");
         let mut text = format!(
             "[daemon]\nsocket = {socket:?}\ndatabase = {database:?}\n{extra}\n\
