@@ -191,7 +191,9 @@ fn parse_phone(value: Option<&Value>) -> Result<u64, ValidationError> {
         }
         Some(Value::Number(n)) => number_to_u64(n, FIELD)?,
         Some(Value::String(s)) => {
+            // Like JavaScript's Number(): surrounding blanks and a leading '+' are fine.
             let digits = s.trim();
+            let digits = digits.strip_prefix('+').unwrap_or(digits);
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(not_number());
             }
