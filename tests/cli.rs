@@ -15,8 +15,18 @@ fn run(mut cmd: Command) -> Output {
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -34,20 +44,36 @@ async fn send_with_flags_prints_the_id_and_the_card_goes_out() {
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
     // --instance may be omitted: exactly one instance is configured.
     let mut cmd = d.command();
-    cmd.args(["send", "--chat-id", "11001234567@c.us", "--phone", "79001234568", "--first-name", "Artem", "--company", "Bicycle"]);
+    cmd.args([
+        "send",
+        "--chat-id",
+        "11001234567@c.us",
+        "--phone",
+        "79001234568",
+        "--first-name",
+        "Artem",
+        "--company",
+        "Bicycle",
+    ]);
     let out = run(cmd);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_string();
     assert_eq!(id.len(), 26, "a ULID: {id}");
     let m = d.wait_state(&id, "sent", Duration::from_secs(5)).await;
-    assert_eq!(m["contact"], json!({"phoneContact": 79001234568u64, "firstName": "Artem", "company": "Bicycle"}));
+    assert_eq!(
+        m["contact"],
+        json!({"phoneContact": 79001234568u64, "firstName": "Artem", "company": "Bicycle"})
+    );
 
     let mut show = d.command();
     show.args(["show", &id]);
     let out = run(show);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.contains(m["idMessage"].as_str().unwrap()) && text.contains("sent"), "{text}");
+    assert!(
+        text.contains(m["idMessage"].as_str().unwrap()) && text.contains("sent"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +96,10 @@ async fn json_output_is_exactly_what_the_socket_answered() {
     let mut table = d.command();
     table.arg("status");
     let text = stdout(&run(table));
-    assert!(text.contains("main") && text.contains("notAuthorized"), "{text}");
+    assert!(
+        text.contains("main") && text.contains("notAuthorized"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -78,12 +107,34 @@ async fn exit_codes_follow_sysexits() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
     let mut bad = d.command();
-    bad.args(["send", "--chat-id", "11001234567@c.us", "--phone", "123", "--first-name", "A"]);
+    bad.args([
+        "send",
+        "--chat-id",
+        "11001234567@c.us",
+        "--phone",
+        "123",
+        "--first-name",
+        "A",
+    ]);
     let out = run(bad);
     assert_eq!(out.status.code(), Some(65));
-    assert!(stderr(&out).contains("'contact.phoneContact'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("'contact.phoneContact'"),
+        "{}",
+        stderr(&out)
+    );
     let mut unknown = d.command();
-    unknown.args(["send", "--instance", "nope", "--chat-id", "11001234567@c.us", "--phone", "79001234568", "--first-name", "A"]);
+    unknown.args([
+        "send",
+        "--instance",
+        "nope",
+        "--chat-id",
+        "11001234567@c.us",
+        "--phone",
+        "79001234568",
+        "--first-name",
+        "A",
+    ]);
     assert_eq!(run(unknown).status.code(), Some(65));
     let mut show = d.command();
     show.args(["show", "01NOSUCHMESSAGE0000000000"]);
@@ -97,7 +148,11 @@ async fn exit_codes_follow_sysexits() {
     gone.args(["--socket", "/nonexistent/contactq.sock", "status"]);
     let out = run(gone);
     assert_eq!(out.status.code(), Some(69));
-    assert!(stderr(&out).contains("/nonexistent/contactq.sock"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/contactq.sock"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
@@ -154,11 +209,20 @@ async fn cancel_retry_pause_and_resume_from_the_command_line() {
 #[test]
 fn completions_and_man_page_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_contactq")).args(["completions", shell]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_contactq"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{shell}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("contactq"), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("contactq"),
+            "{shell}"
+        );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_contactq")).arg("manpage").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_contactq"))
+        .arg("manpage")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH"));
 }
