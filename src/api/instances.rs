@@ -7,6 +7,7 @@ use axum::Json;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
+use crate::lines::{Hold, LineStatus};
 use crate::protocol::{Health, InstanceStatus, PauseState, StatusView};
 
 pub async fn pause(
@@ -66,7 +67,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
                 .oldest_queued_at
                 .map(|at| ((now - at).max(0) as f64) / 1000.0),
             send_delay_ms: live.send_delay_ms,
-            next_send_at: live.next_send_at.map(format_ms),
+            next_send_at: next_send_at(&live, counts.get("queued"), persisted.paused, now),
             paused: persisted.paused,
             last_error: live.last_error.clone(),
             held,
@@ -77,6 +78,21 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
     }))
+}
+
+/// When the next card is expected to go: null with nothing queued or the line held;
+/// otherwise the later of the pacing slot, the end of a back-off, and now.
+fn next_send_at(live: &LineStatus, queued: i64, paused: bool, now: i64) -> Option<String> {
+    if queued == 0 || paused {
+        return None;
+    }
+    let mut at = live.next_send_at.unwrap_or(now).max(now);
+    match &live.hold {
+        Some(Hold::BackOff { until_ms, .. }) => at = at.max(*until_ms),
+        Some(_) => return None,
+        None => {}
+    }
+    Some(format_ms(at))
 }
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {

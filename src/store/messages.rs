@@ -155,15 +155,45 @@ impl Store {
     }
 
     /// Place in line of a queued card (1 = next); a card in flight is not counted.
+    ///
+    /// SQLite counts a range by walking it, so the shorter side of the line is counted:
+    /// the cards ahead for one near the head, the cards behind for one near the tail
+    /// (the total comes from the trigger-kept `counts`). A page of the newest cards in
+    /// a million-card queue stays cheap.
     pub async fn position(&self, instance: &str, line_seq: i64) -> Result<i64, StoreError> {
-        let ahead: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE instance = ?1 AND state = 'queued' AND line_seq < ?2",
+        let (head, tail): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
+                     ORDER BY line_seq LIMIT 1),
+                    (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
+                     ORDER BY line_seq DESC LIMIT 1)",
+        )
+        .bind(instance)
+        .fetch_one(&self.read)
+        .await?;
+        let (Some(head), Some(tail)) = (head, tail) else {
+            return Ok(1);
+        };
+        if line_seq - head <= tail - line_seq {
+            let ahead: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages
+                 WHERE instance = ?1 AND state = 'queued' AND line_seq < ?2",
+            )
+            .bind(instance)
+            .bind(line_seq)
+            .fetch_one(&self.read)
+            .await?;
+            return Ok(ahead + 1);
+        }
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages
+             WHERE instance = ?1 AND state = 'queued' AND line_seq > ?2",
         )
         .bind(instance)
         .bind(line_seq)
         .fetch_one(&self.read)
         .await?;
-        Ok(ahead + 1)
+        let total = self.counts(instance).await?.get("queued");
+        Ok((total - behind).max(1))
     }
 
     /// Cancels a queued message.
