@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::view::queued_view;
+use super::view::{fresh_views, queued_view};
 use super::{AppState, PeerCred};
 use crate::contact::Card;
 use crate::protocol::{BatchAccepted, MessageView};
@@ -30,8 +30,8 @@ pub async fn send_contact(
     let body = admit(&state, &name, &peer, body, MAX_BODY)?;
     let value = parse_json(&body)?;
     let card = Card::parse(&value).map_err(|e| ApiError::bad_request(e.to_string(), e.detail))?;
-    let (status, rows) = enqueue(&state, &name, &peer, &headers, vec![card]).await?;
-    let views = views(&state, &name, &rows, status).await;
+    let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, vec![card]).await?;
+    let views = views(&state, &rows, queued).await;
     let view = views
         .into_iter()
         .next()
@@ -74,8 +74,8 @@ pub async fn send_contact_batch(
             details,
         ));
     }
-    let (status, rows) = enqueue(&state, &name, &peer, &headers, cards).await?;
-    let messages = views(&state, &name, &rows, status).await;
+    let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, cards).await?;
+    let messages = views(&state, &rows, queued).await;
     Ok((status, Json(BatchAccepted { messages })))
 }
 
@@ -116,7 +116,7 @@ async fn enqueue(
     peer: &PeerCred,
     headers: &HeaderMap,
     cards: Vec<Card>,
-) -> Result<(StatusCode, Vec<MessageRow>), ApiError> {
+) -> Result<(StatusCode, Vec<MessageRow>, Option<i64>), ApiError> {
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -149,35 +149,33 @@ async fn enqueue(
         .await?;
     crate::metrics::enqueue_latency(started.elapsed());
     match outcome {
-        EnqueueOutcome::Created(rows) => {
+        EnqueueOutcome::Created { rows, queued } => {
             if let Some(line) = state.lines.get(name) {
                 line.wake.notify_one();
             }
             tracing::debug!(instance = name, cards = rows.len(), first = %rows[0].id, "enqueued");
-            Ok((StatusCode::ACCEPTED, rows))
+            Ok((StatusCode::ACCEPTED, rows, queued))
         }
-        EnqueueOutcome::Repeated(rows) => Ok((StatusCode::OK, rows)),
+        EnqueueOutcome::Repeated(rows) => Ok((StatusCode::OK, rows, None)),
     }
 }
 
-/// Views of freshly enqueued rows: their positions come from the queued count (the
-/// new cards are at the tail), not from a count over the line.
-async fn views(
-    state: &AppState,
-    name: &str,
-    rows: &[MessageRow],
-    status: StatusCode,
-) -> Vec<MessageView> {
-    let mut out = Vec::with_capacity(rows.len());
-    let queued = if status == StatusCode::ACCEPTED {
-        state.store.counts(name).await.ok().map(|c| c.get("queued"))
-    } else {
-        None
-    };
-    let n = rows.len() as i64;
-    for (i, row) in rows.iter().enumerate() {
-        let position = queued.map(|q| (q - n + i as i64 + 1).max(1));
-        out.push(queued_view(state, row, position).await);
+/// Views of enqueued rows. Fresh ones take their positions from the queued count the
+/// writer read at the commit (the new cards are at the tail), so an enqueue costs no
+/// read of its own; an idempotent repeat looks its positions up.
+async fn views(state: &AppState, rows: &[MessageRow], queued: Option<i64>) -> Vec<MessageView> {
+    match queued {
+        Some(q) => {
+            let n = rows.len() as i64;
+            let positions = (0..n).map(|i| (q - n + i + 1).max(1));
+            fresh_views(state, rows, positions)
+        }
+        None => {
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(queued_view(state, row, None).await);
+            }
+            out
+        }
     }
-    out
 }

@@ -44,45 +44,100 @@ pub async fn queued_view(
     row: &MessageRow,
     known_position: Option<i64>,
 ) -> MessageView {
-    let mut view = message_view(row);
     if row.state != "queued" {
-        return view;
+        return message_view(row);
     }
     let Some(line) = state.lines.get(&row.instance) else {
-        return view;
+        return message_view(row);
     };
     let position = match known_position {
         Some(p) => p,
         None => match state.store.position(&row.instance, row.line_seq).await {
             Ok(p) => p,
-            Err(_) => return view,
+            Err(_) => return message_view(row),
         },
     };
-    let status = line.status();
-    let now = now_ms();
-    let delay = status.send_delay_ms as i64;
-    view.position = Some(position);
-    match &status.hold {
-        Some(hold) if hold.blocks_eta() => {
-            view.eta = Some(None);
-            view.waiting_for = Some(hold.describe());
-        }
-        hold => {
-            let mut start = status.next_send_at.unwrap_or(now).max(now);
-            if let Some(h @ crate::lines::Hold::BackOff { until_ms, .. }) = hold {
-                start = start.max(*until_ms);
-                view.waiting_for = Some(h.describe());
+    let line = LineView::new(&line.status(), now_ms());
+    line.view(row, position)
+}
+
+/// Views of freshly enqueued queued rows of one instance with known positions: the
+/// line's state is read once for all of them (a batch may hold 10,000 cards).
+pub fn fresh_views(
+    state: &AppState,
+    rows: &[MessageRow],
+    positions: impl Iterator<Item = i64>,
+) -> Vec<MessageView> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let Some(line) = state.lines.get(&first.instance) else {
+        return rows.iter().map(message_view).collect();
+    };
+    let line = LineView::new(&line.status(), now_ms());
+    rows.iter()
+        .zip(positions)
+        .map(|(row, position)| {
+            if row.state == "queued" {
+                line.view(row, position)
             } else {
-                view.waiting_for = Some("send_delay".to_string());
+                message_view(row)
             }
-            let eta = start.saturating_add(delay.saturating_mul(position - 1));
-            view.eta = Some(Some(format_ms(eta)));
-            if eta > row.expires_at {
-                view.warning = Some("eta after expiry".to_string());
+        })
+        .collect()
+}
+
+/// What a queued card's `eta` and `waitingFor` come from, taken once.
+struct LineView {
+    /// When the first card in line goes out; None while the line is held.
+    start: Option<i64>,
+    delay: i64,
+    waiting_for: String,
+}
+
+impl LineView {
+    fn new(status: &crate::lines::LineStatus, now: i64) -> LineView {
+        let delay = status.send_delay_ms as i64;
+        match &status.hold {
+            Some(hold) if hold.blocks_eta() => LineView {
+                start: None,
+                delay,
+                waiting_for: hold.describe(),
+            },
+            hold => {
+                let mut start = status.next_send_at.unwrap_or(now).max(now);
+                let waiting_for =
+                    if let Some(h @ crate::lines::Hold::BackOff { until_ms, .. }) = hold {
+                        start = start.max(*until_ms);
+                        h.describe()
+                    } else {
+                        "send_delay".to_string()
+                    };
+                LineView {
+                    start: Some(start),
+                    delay,
+                    waiting_for,
+                }
             }
         }
     }
-    view
+
+    fn view(&self, row: &MessageRow, position: i64) -> MessageView {
+        let mut view = message_view(row);
+        view.position = Some(position);
+        view.waiting_for = Some(self.waiting_for.clone());
+        match self.start {
+            None => view.eta = Some(None),
+            Some(start) => {
+                let eta = start.saturating_add(self.delay.saturating_mul(position - 1));
+                view.eta = Some(Some(format_ms(eta)));
+                if eta > row.expires_at {
+                    view.warning = Some("eta after expiry".to_string());
+                }
+            }
+        }
+        view
+    }
 }
 
 /// A history line.

@@ -3,10 +3,19 @@
 //! [`Drain::step`] does exactly one unit of work (check the hold, check the
 //! authorization, reconcile an uncertain card, or send the head of the line) and
 //! returns an [`Outcome`]; [`Drain::run`] alone decides when to sleep.
+//!
+//! A drain reads the database as little as it can, because a thousand of them share
+//! one write connection: it keeps its instance's row (read again after a bell, which
+//! the API rings on pause and resume), a few cards from the head of its line (claimed
+//! one by one; a card that left the line meanwhile is simply skipped), and looks for a
+//! card in flight only when one may exist (at start, after an uncertain outcome or a
+//! failed write). A `sent` outcome is committed together with the claim of the next
+//! card when that follows at once, so a steady drain pays one fsync per send.
 
 mod backoff;
 mod reconcile;
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +26,7 @@ use crate::clock::{duration_ms, now_ms};
 use crate::config::{InstanceSettings, QueueSettings};
 use crate::lines::{Hold, Line};
 use crate::shutdown::Shutdown;
-use crate::store::{MessageRow, SendOutcomeRecord, Store, StoreError};
+use crate::store::{InstanceRow, MessageRow, SendOutcomeRecord, Store, StoreError};
 use crate::upstream::{GreenApi, SendOutcome};
 
 pub use backoff::Backoff;
@@ -26,6 +35,8 @@ pub use backoff::Backoff;
 const MAX_WAIT: Duration = Duration::from_secs(15);
 /// The API allows one `getStateInstance` (and journal call) per second per instance.
 const STATE_CALL_GAP_MS: i64 = 1100;
+/// Cards read from the head of the line at a time.
+const HEAD_BATCH: i64 = 32;
 
 /// What one step did, and so what the loop does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +64,17 @@ pub struct Drain {
     next_state_check: i64,
     last_state_call: i64,
     reconcile: reconcile::Reconciler,
+    /// The instance's persisted row, None until read (again).
+    persisted: Option<InstanceRow>,
+    /// Cards from the head of the line, in order, not yet claimed.
+    head: VecDeque<MessageRow>,
+    /// Whether a card may be `sending` (in flight or uncertain) in the database.
+    check_in_flight: bool,
+    /// A `sent`/`failed` outcome not yet written: it goes with the next claim, or is
+    /// written at the end of the step that does not send.
+    pending: Option<(String, SendOutcomeRecord, i64)>,
+    /// When the latest request went out (after its claim was committed), for pacing.
+    last_request: Option<Instant>,
 }
 
 impl Drain {
@@ -81,6 +103,11 @@ impl Drain {
             next_state_check: 0,
             last_state_call: 0,
             reconcile: reconcile::Reconciler::default(),
+            persisted: None,
+            head: VecDeque::new(),
+            check_in_flight: true,
+            pending: None,
+            last_request: None,
         }
     }
 
@@ -104,7 +131,7 @@ impl Drain {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.line.wake.notified() => {}
+                _ = self.line.wake.notified() => self.persisted = None,
                 _ = shutdown.recv() => {}
             }
         }
@@ -113,8 +140,50 @@ impl Drain {
 
     /// One unit of work.
     pub async fn step(&mut self) -> Result<Outcome, StoreError> {
+        let result = self.step_inner().await;
+        let result = match self.pending.take() {
+            None => result,
+            Some((id, record, at)) => {
+                let recorded = self.store.record_outcome(&id, &record, at).await;
+                result.and_then(|outcome| recorded.map(|()| outcome))
+            }
+        };
+        if result.is_err() {
+            // Whatever the database holds now is read afresh.
+            self.forget();
+        }
+        result
+    }
+
+    /// Drops what the drain keeps of the database, so the next step reads it again.
+    fn forget(&mut self) {
+        self.persisted = None;
+        self.head.clear();
+        self.check_in_flight = true;
+    }
+
+    /// Whether the bell rang while the loop was busy (it is only awaited when idle):
+    /// a pause or resume must not wait for the line to run dry.
+    fn bell_rang(&self) -> bool {
+        let notified = self.line.wake.notified();
+        let mut notified = std::pin::pin!(notified);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::future::Future::poll(notified.as_mut(), &mut cx).is_ready()
+    }
+
+    async fn step_inner(&mut self) -> Result<Outcome, StoreError> {
         let now = now_ms();
-        let persisted = self.store.instance(&self.name).await?;
+        if self.bell_rang() {
+            self.persisted = None;
+        }
+        let persisted = match &self.persisted {
+            Some(row) => row.clone(),
+            None => {
+                let row = self.store.instance(&self.name).await?;
+                self.persisted = Some(row.clone());
+                row
+            }
+        };
         if persisted.paused {
             self.set_hold(Some(Hold::Paused));
             return Ok(Outcome::Idle);
@@ -125,6 +194,7 @@ impl Drain {
                 return Ok(wait_until(now, until));
             }
             self.store.set_hold(&self.name, None, None).await?;
+            self.persisted = None;
         }
         if self.backoff_until > now {
             return Ok(wait_until(now, self.backoff_until));
@@ -134,10 +204,19 @@ impl Drain {
                 return Ok(wait);
             }
         }
-        if let Some(card) = self.store.in_flight(&self.name).await? {
-            return self.reconcile_card(card).await;
+        if self.check_in_flight {
+            self.flush().await?;
+            if let Some(card) = self.store.in_flight(&self.name).await? {
+                // The card may go back to the head of the line.
+                self.head.clear();
+                return self.reconcile_card(card).await;
+            }
+            self.check_in_flight = false;
         }
-        let Some(row) = self.store.head_of_line(&self.name).await? else {
+        if self.head.is_empty() {
+            self.head = self.store.head_rows(&self.name, HEAD_BATCH).await?.into();
+        }
+        let Some(row) = self.head.front().cloned() else {
             self.set_hold(None);
             return Ok(Outcome::Idle);
         };
@@ -148,6 +227,15 @@ impl Drain {
             self.line.update(|s| s.next_send_at = Some(earliest));
             self.set_hold(None);
             return Ok(wait_until(now, earliest));
+        }
+        // The persisted time is taken before the claim's commit; the request goes out
+        // after it, so pace from the request too: never two requests closer than
+        // `send_delay` as the API sees them.
+        if let Some(last) = self.last_request {
+            let since = last.elapsed();
+            if since < self.send_delay {
+                return Ok(Outcome::Wait(self.send_delay - since));
+            }
         }
         if let Some(limiter) = &self.limiter {
             if let Err(not_until) = limiter.check() {
@@ -210,14 +298,37 @@ impl Drain {
         }
     }
 
+    /// Writes a held-back outcome now.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some((id, record, at)) = self.pending.take() {
+            self.store.record_outcome(&id, &record, at).await?;
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(instance = %self.name, message_id = %row.id))]
     async fn send(&mut self, row: MessageRow, now: i64) -> Result<Outcome, StoreError> {
-        let attempt = match self.store.begin_attempt(&row.id, &self.name, now).await {
+        let pending = self.pending.take();
+        let finished = pending.as_ref().map(|(id, r, at)| (id.as_str(), r, *at));
+        let claimed = self
+            .store
+            .finish_and_begin(finished, &row.id, &self.name, now)
+            .await;
+        self.head.pop_front();
+        let attempt = match claimed {
             Ok(a) => a,
             // Cancelled or expired between the look and the claim: look again.
             Err(StoreError::Conflict(_)) => return Ok(Outcome::Progress),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Nothing of the transaction was written: the outcome is still to record.
+                self.pending = pending;
+                return Err(e);
+            }
         };
+        self.last_request = Some(Instant::now());
+        if let Some(persisted) = &mut self.persisted {
+            persisted.last_send_at = Some(now);
+        }
         let next = now.saturating_add(duration_ms(self.send_delay));
         self.line.update(|s| s.next_send_at = Some(next));
         let started = Instant::now();
@@ -295,6 +406,7 @@ impl Drain {
                 self.store
                     .set_hold(&self.name, Some(until), Some(&error))
                     .await?;
+                self.persisted = None;
                 self.line.update(|s| {
                     s.last_error = Some(error.clone());
                     s.hold = Some(Hold::Quota { until_ms: until });
@@ -320,7 +432,18 @@ impl Drain {
                 )
             }
         };
-        self.store.record_outcome(&row.id, &record, now).await?;
+        match record {
+            // Final outcomes may ride with the next claim (see the module doc).
+            SendOutcomeRecord::Sent { .. } | SendOutcomeRecord::Failed { .. } => {
+                self.pending = Some((row.id.clone(), record, now));
+            }
+            _ => {
+                // The card stays at the head (requeued) or in flight (uncertain).
+                self.head.clear();
+                self.check_in_flight = true;
+                self.store.record_outcome(&row.id, &record, now).await?;
+            }
+        }
         Ok(next)
     }
 

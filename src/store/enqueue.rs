@@ -3,14 +3,18 @@
 //! statement, and answers each caller only after the commit's fsync.
 //!
 //! Why one statement: sqlx pays tens of microseconds per statement for the hop to its
-//! worker thread, so a batch costs the same whether it holds 1 card or 1,000.
+//! worker thread (two context switches), so a batch costs the same whether it holds 1
+//! card or 1,000. A group without idempotency keys goes further: `BEGIN`, the insert,
+//! the read of the queued counts (for the answers' `position`) and `COMMIT` travel as
+//! one multi-statement call, one hop per group.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{MessageRow, Store, StoreError};
@@ -20,13 +24,18 @@ use crate::contact::Card;
 /// Most cards one transaction takes; a bigger backlog is split over several commits.
 const MAX_GROUP_CARDS: usize = 8192;
 
-const INSERT_FROM_JSON: &str = "INSERT INTO messages
+pub const INSERT_FROM_JSON: &str = "INSERT INTO messages
     (id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
      enqueued_at, expires_at)
     SELECT value->>'id', value->>'instance', 'queued', value->>'line', value->>'chat',
            value->>'phone', value->>'body', value->>'key', value->>'uid',
            value->>'at', value->>'exp'
     FROM json_each(?1)";
+
+/// The queued counts of the group's instances (?2: a JSON array of names), read inside
+/// the group's transaction so they include its rows.
+pub const QUEUED_COUNTS: &str = "SELECT instance, n FROM counts
+    WHERE state = 'queued' AND instance IN (SELECT value FROM json_each(?2))";
 
 /// One enqueue: a single card or a whole batch, committed all or nothing.
 #[derive(Debug, Clone)]
@@ -41,8 +50,13 @@ pub struct EnqueueRequest {
 /// What an enqueue did.
 #[derive(Debug)]
 pub enum EnqueueOutcome {
-    /// New messages, durably committed.
-    Created(Vec<MessageRow>),
+    /// New messages, durably committed, and how many cards of the instance were queued
+    /// at the commit up to and including the last of them (so the new cards' positions
+    /// are `queued - len + 1 ..= queued`); None if it could not be told.
+    Created {
+        rows: Vec<MessageRow>,
+        queued: Option<i64>,
+    },
     /// The same idempotency key and body were seen before: the original messages.
     Repeated(Vec<MessageRow>),
 }
@@ -102,35 +116,115 @@ async fn commit_group(
     ids: &mut ulid::Generator,
 ) {
     let now = now_ms();
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
         Err(e) => return fail_all(group, StoreError::from(e)),
     };
+    let result = if group.iter().any(|j| j.request.idempotency_key.is_some()) {
+        keyed_group(&mut conn, &group, now, line_counter, ids).await
+    } else {
+        plain_group(&mut conn, &group, now, line_counter, ids).await
+    };
+    let (mut outcomes, counts) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // A failed multi-statement call may leave its transaction open.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return fail_all(group, e);
+        }
+    };
+    drop(conn);
+    fill_positions(&mut outcomes, &counts);
+    for (job, outcome) in group.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
+    }
+}
+
+type GroupResult = (Vec<Result<EnqueueOutcome, StoreError>>, Vec<(String, i64)>);
+
+/// No idempotency keys: rows are made here and the whole transaction is one call.
+async fn plain_group(
+    conn: &mut SqliteConnection,
+    group: &[Job],
+    now: i64,
+    line_counter: &AtomicI64,
+    ids: &mut ulid::Generator,
+) -> Result<GroupResult, StoreError> {
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        outcomes.push(
+            new_rows(&job.request, now, line_counter, ids)
+                .map(|rows| EnqueueOutcome::Created { rows, queued: None }),
+        );
+    }
+    let rows = outcomes.iter().filter_map(|o| match o {
+        Ok(EnqueueOutcome::Created { rows, .. }) => Some(rows.iter()),
+        _ => None,
+    });
+    let payload = rows_json(rows.flatten());
+    let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "BEGIN IMMEDIATE; {INSERT_FROM_JSON}; {QUEUED_COUNTS}; COMMIT;"
+    ))
+    .bind(payload)
+    .bind(instances_json(group))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((outcomes, counts))
+}
+
+/// Some idempotency keys: each keyed job is looked up and inserted in turn, so a repeat
+/// later in this very group finds the rows of an earlier one.
+async fn keyed_group(
+    conn: &mut SqliteConnection,
+    group: &[Job],
+    now: i64,
+    line_counter: &AtomicI64,
+    ids: &mut ulid::Generator,
+) -> Result<GroupResult, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut fresh = Vec::new();
-    for job in &group {
+    for job in group {
         let outcome = plan_job(&mut tx, &job.request, now, line_counter, ids).await;
-        if let Ok(EnqueueOutcome::Created(rows)) = &outcome {
+        if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
             if job.request.idempotency_key.is_some() {
-                // Keyed jobs are inserted at once, so a repeat later in this very
-                // group finds them.
-                if let Err(e) = insert_rows(&mut tx, rows).await {
-                    return fail_all(group, e);
-                }
+                insert_rows(&mut tx, rows).await?;
             } else {
                 fresh.extend(rows.iter().cloned());
             }
         }
         outcomes.push(outcome);
     }
-    if let Err(e) = insert_rows(&mut tx, &fresh).await {
-        return fail_all(group, e);
-    }
-    if let Err(e) = tx.commit().await {
-        return fail_all(group, StoreError::from(e));
-    }
-    for (job, outcome) in group.into_iter().zip(outcomes) {
-        let _ = job.reply.send(outcome);
+    insert_rows(&mut tx, &fresh).await?;
+    let counts: Vec<(String, i64)> = sqlx::query_as(QUEUED_COUNTS)
+        .bind("[]")
+        .bind(instances_json(group))
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((outcomes, counts))
+}
+
+fn instances_json(group: &[Job]) -> String {
+    let mut names: Vec<&str> = group.iter().map(|j| j.request.instance.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    json!(names).to_string()
+}
+
+/// Gives each created outcome the queued count of its instance as of its last row: the
+/// count at the commit, less the rows that later jobs of the group added to that line.
+fn fill_positions(outcomes: &mut [Result<EnqueueOutcome, StoreError>], counts: &[(String, i64)]) {
+    let mut after: std::collections::HashMap<&str, i64> =
+        counts.iter().map(|(name, n)| (name.as_str(), *n)).collect();
+    for outcome in outcomes.iter_mut().rev() {
+        if let Ok(EnqueueOutcome::Created { rows, queued }) = outcome {
+            let Some(first) = rows.first() else { continue };
+            if let Some(n) = after.get_mut(first.instance.as_str()) {
+                *queued = Some(*n);
+                *n -= rows.len() as i64;
+            }
+        }
     }
 }
 
@@ -177,6 +271,32 @@ async fn plan_job(
             return Ok(EnqueueOutcome::Repeated(rows));
         }
     }
+    let rows = new_rows(request, now, line_counter, ids)?;
+    if let (Some(key), Some(hash)) = (&request.idempotency_key, &body_hash) {
+        let message_ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO idempotency (instance, key, body_hash, message_ids, batch, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&request.instance)
+        .bind(key)
+        .bind(hash)
+        .bind(json!(message_ids).to_string())
+        .bind(request.cards.len() > 1)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(EnqueueOutcome::Created { rows, queued: None })
+}
+
+/// The rows of a job's cards: fresh ids and the next places in line.
+fn new_rows(
+    request: &EnqueueRequest,
+    now: i64,
+    line_counter: &AtomicI64,
+    ids: &mut ulid::Generator,
+) -> Result<Vec<MessageRow>, StoreError> {
     let first_line = line_counter.fetch_add(request.cards.len() as i64, Ordering::SeqCst);
     let mut rows = Vec::with_capacity(request.cards.len());
     for (i, card) in request.cards.iter().enumerate() {
@@ -194,22 +314,7 @@ async fn plan_job(
             now.saturating_add(request.max_age_ms),
         ));
     }
-    if let (Some(key), Some(hash)) = (&request.idempotency_key, &body_hash) {
-        let message_ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO idempotency (instance, key, body_hash, message_ids, batch, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(&request.instance)
-        .bind(key)
-        .bind(hash)
-        .bind(json!(message_ids).to_string())
-        .bind(request.cards.len() > 1)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(EnqueueOutcome::Created(rows))
+    Ok(rows)
 }
 
 async fn insert_rows(
@@ -219,19 +324,44 @@ async fn insert_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    let values: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            json!({"id": r.id, "instance": r.instance, "line": r.line_seq, "chat": r.chat_id,
-                   "phone": r.phone, "body": r.body, "key": r.idempotency_key,
-                   "uid": r.peer_uid, "at": r.enqueued_at, "exp": r.expires_at})
-        })
-        .collect();
     sqlx::query(INSERT_FROM_JSON)
-        .bind(serde_json::Value::Array(values).to_string())
+        .bind(rows_json(rows.iter()))
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// One row as the JSON object `INSERT_FROM_JSON` reads (borrowed: no `Value` tree).
+#[derive(Serialize)]
+struct RowJson<'a> {
+    id: &'a str,
+    instance: &'a str,
+    line: i64,
+    chat: &'a str,
+    phone: i64,
+    body: &'a str,
+    key: Option<&'a str>,
+    uid: Option<i64>,
+    at: i64,
+    exp: i64,
+}
+
+fn rows_json<'a>(rows: impl Iterator<Item = &'a MessageRow>) -> String {
+    let rows: Vec<RowJson<'a>> = rows
+        .map(|r| RowJson {
+            id: &r.id,
+            instance: &r.instance,
+            line: r.line_seq,
+            chat: &r.chat_id,
+            phone: r.phone,
+            body: &r.body,
+            key: r.idempotency_key.as_deref(),
+            uid: r.peer_uid,
+            at: r.enqueued_at,
+            exp: r.expires_at,
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("rows always serialize")
 }
 
 fn hash_cards(cards: &[Card]) -> String {

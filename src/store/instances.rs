@@ -28,6 +28,13 @@ impl InstanceCounts {
     }
 }
 
+/// `status`: the trigger-kept counts of one instance (?1).
+pub const COUNTS: &str = "SELECT state, n FROM counts WHERE instance = ?1";
+
+/// `status`: the oldest queued card of an instance (?1), the head of its line.
+pub const OLDEST_QUEUED: &str = "SELECT enqueued_at FROM messages
+    WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT 1";
+
 impl Store {
     pub async fn instance(&self, name: &str) -> Result<InstanceRow, StoreError> {
         let row: Option<InstanceRow> = sqlx::query_as(
@@ -79,18 +86,14 @@ impl Store {
 
     /// Counts by state for one instance, from the trigger-kept `counts` table.
     pub async fn counts(&self, name: &str) -> Result<InstanceCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, n FROM counts WHERE instance = ?1")
-                .bind(name)
-                .fetch_all(&self.read)
-                .await?;
-        let oldest_queued_at: Option<i64> = sqlx::query_scalar(
-            "SELECT enqueued_at FROM messages WHERE instance = ?1 AND state = 'queued'
-             ORDER BY line_seq LIMIT 1",
-        )
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(COUNTS)
+            .bind(name)
+            .fetch_all(&self.read)
+            .await?;
+        let oldest_queued_at: Option<i64> = sqlx::query_scalar(OLDEST_QUEUED)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
         Ok(InstanceCounts {
             by_state: rows.into_iter().collect(),
             oldest_queued_at,

@@ -213,5 +213,39 @@ impl Store {
     }
 }
 
+/// The statements on the hot paths (enqueue, next to send, claim, outcome, expiry,
+/// status), named, for `tests/query_plans.rs`: none may scan `messages`.
+pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("enqueue insert", enqueue::INSERT_FROM_JSON),
+        ("enqueue queued counts", enqueue::QUEUED_COUNTS),
+        ("next to send", line::HEAD_ROWS),
+        ("card in flight", line::IN_FLIGHT),
+        (
+            "claim",
+            "UPDATE messages SET state = 'sending', attempts = attempts + 1,
+                 attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
+        ),
+        (
+            "outcome",
+            "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3, ended_at = ?3
+                 WHERE id = ?1 AND state = 'sending'",
+        ),
+        ("status counts", instances::COUNTS),
+        ("status oldest queued", instances::OLDEST_QUEUED),
+        // As in maintenance.rs.
+        (
+            "expiry",
+            "UPDATE messages SET state = 'expired', ended_at = ?1
+                 WHERE state = 'queued' AND expires_at <= ?1",
+        ),
+        (
+            "next expiry",
+            "SELECT expires_at FROM messages WHERE state = 'queued' ORDER BY expires_at LIMIT 1",
+        ),
+        ("one message", "SELECT body FROM messages WHERE id = ?1"),
+    ]
+}
+
 #[cfg(test)]
 mod tests;

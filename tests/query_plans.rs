@@ -1,0 +1,111 @@
+//! The hot-path statements use indexes: `EXPLAIN QUERY PLAN` of each shows no full
+//! scan of `messages` (a `SCAN` of `json_each` or a `SEARCH … USING INDEX` is fine), so
+//! next-to-send, expiry and status stay O(log n) with a million queued cards. And the
+//! drain's one-transaction claim binds its parameters right (sqlx binds unused lower
+//! slots of a multi-statement query positionally: a wrong numbering silently binds NULL).
+
+use contactq::store::{EnqueueOutcome, EnqueueRequest, SendOutcomeRecord, Store, StoreOptions};
+use serde_json::json;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("queue.db"), StoreOptions::default())
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn hot_queries_never_scan_messages() {
+    let (dir, _store) = store().await;
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite:{}", dir.path().join("queue.db").display()))
+            .await
+            .unwrap();
+    for (name, sql) in contactq::store::hot_queries() {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let steps: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        assert!(!steps.is_empty(), "{name}: no plan");
+        for step in &steps {
+            // An index walked in order that stops at the LIMIT is O(log n) too.
+            let ordered_walk =
+                step.contains("USING") && step.contains("INDEX") && sql.contains("LIMIT");
+            assert!(
+                !(step.starts_with("SCAN messages") || step.starts_with("SCAN m ")) || ordered_walk,
+                "{name} scans messages: {steps:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
+    let (_dir, store) = store().await;
+    let card = |phone: u64| {
+        contactq::contact::Card::parse(&json!({"chatId": "11001234567@c.us",
+            "contact": {"phoneContact": phone, "firstName": "Artem"}}))
+        .unwrap()
+    };
+    let outcome = store
+        .enqueue(EnqueueRequest {
+            instance: "main".into(),
+            cards: vec![card(79001234568), card(79001234569)],
+            idempotency_key: None,
+            peer_uid: None,
+            max_age_ms: 86_400_000,
+        })
+        .await
+        .unwrap();
+    let EnqueueOutcome::Created { rows, queued } = outcome else {
+        panic!("created")
+    };
+    assert_eq!(queued, Some(2));
+    assert_eq!(
+        store
+            .begin_attempt(&rows[0].id, "main", 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.instance("main").await.unwrap().last_send_at,
+        Some(1000)
+    );
+    let sent = SendOutcomeRecord::Sent {
+        id_message: "3EB0C767D097B7C7C030".into(),
+    };
+    let attempt = store
+        .finish_and_begin(Some((&rows[0].id, &sent, 1500)), &rows[1].id, "main", 2000)
+        .await
+        .unwrap();
+    assert_eq!(attempt, 1);
+    let first = store.message(&rows[0].id).await.unwrap();
+    assert_eq!(first.state, "sent");
+    assert_eq!(first.id_message.as_deref(), Some("3EB0C767D097B7C7C030"));
+    assert_eq!(store.message(&rows[1].id).await.unwrap().state, "sending");
+    assert_eq!(
+        store.instance("main").await.unwrap().last_send_at,
+        Some(2000)
+    );
+    let events: Vec<String> = store
+        .history(&rows[0].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(events, ["attempt", "sent"]);
+    // A card that left the line is not claimed, and nothing else changes.
+    assert!(store
+        .begin_attempt(&rows[1].id, "main", 3000)
+        .await
+        .is_err());
+    assert_eq!(
+        store.instance("main").await.unwrap().last_send_at,
+        Some(2000)
+    );
+}
