@@ -87,9 +87,14 @@ async fn a_refused_connection_backs_off_and_loses_nothing() {
     sb.shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let id = d.enqueue_ok(&card(1)).await;
-    eventually(Duration::from_secs(5), "an attempt recorded", || async {
-        d.message(&id).await["attempts"].as_i64().unwrap_or(0) >= 1
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a refused attempt recorded",
+        || async {
+            let m = d.message(&id).await;
+            m["attempts"].as_i64().unwrap_or(0) >= 1 && m["state"] == "queued"
+        },
+    )
     .await;
     let m = d.message(&id).await;
     assert_eq!(m["state"], "queued", "{m}");

@@ -33,6 +33,8 @@ pub use backoff::Backoff;
 
 /// The longest a loop sleeps without looking again (also its heartbeat period).
 const MAX_WAIT: Duration = Duration::from_secs(15);
+/// Extra wait before the first send after a start, over the persisted pacing.
+const RESTART_MARGIN_MS: i64 = 250;
 /// The API allows one `getStateInstance` (and journal call) per second per instance.
 const STATE_CALL_GAP_MS: i64 = 1100;
 /// Cards read from the head of the line at a time.
@@ -220,9 +222,17 @@ impl Drain {
             self.set_hold(None);
             return Ok(Outcome::Idle);
         };
-        let earliest = persisted
-            .last_send_at
-            .map_or(0, |t| t.saturating_add(duration_ms(self.send_delay)));
+        // The persisted time is the claim's, a little before its request left; after a
+        // restart (no request of ours yet) keep a margin so the API never sees two
+        // requests closer than `send_delay`.
+        let margin = if self.last_request.is_none() && !self.send_delay.is_zero() {
+            RESTART_MARGIN_MS
+        } else {
+            0
+        };
+        let earliest = persisted.last_send_at.map_or(0, |t| {
+            t.saturating_add(duration_ms(self.send_delay) + margin)
+        });
         if earliest > now {
             self.line.update(|s| s.next_send_at = Some(earliest));
             self.set_hold(None);

@@ -32,10 +32,14 @@ pub const INSERT_FROM_JSON: &str = "INSERT INTO messages
            value->>'at', value->>'exp'
     FROM json_each(?1)";
 
-/// The queued counts of the group's instances (?2: a JSON array of names), read inside
-/// the group's transaction so they include its rows.
-pub const QUEUED_COUNTS: &str = "SELECT instance, n FROM counts
-    WHERE state = 'queued' AND instance IN (SELECT value FROM json_each(?2))";
+/// Adds the group's new rows to the queued counts (?2: `[["instance", added], …]`) and
+/// returns the counts as of this transaction, for the answers' `position`. The writer
+/// keeps these counts itself (migration 0002): one statement per group, not a trigger
+/// per row.
+pub const QUEUED_COUNTS: &str = "INSERT INTO counts (instance, state, n)
+    SELECT value->>0, 'queued', value->>1 FROM json_each(?2) WHERE true
+    ON CONFLICT (instance, state) DO UPDATE SET n = n + excluded.n
+    RETURNING instance, n";
 
 /// One enqueue: a single card or a whole batch, committed all or nothing.
 #[derive(Debug, Clone)]
@@ -166,7 +170,7 @@ async fn plain_group(
         "BEGIN IMMEDIATE; {INSERT_FROM_JSON}; {QUEUED_COUNTS}; COMMIT;"
     ))
     .bind(payload)
-    .bind(instances_json(group))
+    .bind(added_json(&outcomes))
     .fetch_all(&mut *conn)
     .await?;
     Ok((outcomes, counts))
@@ -198,18 +202,24 @@ async fn keyed_group(
     insert_rows(&mut tx, &fresh).await?;
     let counts: Vec<(String, i64)> = sqlx::query_as(QUEUED_COUNTS)
         .bind("[]")
-        .bind(instances_json(group))
+        .bind(added_json(&outcomes))
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok((outcomes, counts))
 }
 
-fn instances_json(group: &[Job]) -> String {
-    let mut names: Vec<&str> = group.iter().map(|j| j.request.instance.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    json!(names).to_string()
+/// How many rows each instance gains in this group, as `[["instance", added], …]`.
+fn added_json(outcomes: &[Result<EnqueueOutcome, StoreError>]) -> String {
+    let mut added: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for outcome in outcomes {
+        if let Ok(EnqueueOutcome::Created { rows, .. }) = outcome {
+            if let Some(first) = rows.first() {
+                *added.entry(first.instance.as_str()).or_default() += rows.len() as i64;
+            }
+        }
+    }
+    json!(added.into_iter().collect::<Vec<_>>()).to_string()
 }
 
 /// Gives each created outcome the queued count of its instance as of its last row: the
