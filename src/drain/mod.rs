@@ -137,13 +137,26 @@ impl Drain {
                 _ = shutdown.recv() => {}
             }
         }
+        if let Err(error) = self.flush().await {
+            // The card stays `sending`; the next start reconciles it.
+            tracing::warn!(instance = %self.name, %error, "could not record the last outcome");
+        }
         tracing::info!(instance = %self.name, "drain stopped");
     }
 
     /// One unit of work.
     pub async fn step(&mut self) -> Result<Outcome, StoreError> {
         let result = self.step_inner().await;
+        // A sent or failed outcome rides with the claim of the next card when the line
+        // goes straight on (one commit, one fsync per send); otherwise it is written
+        // now. Until then the card reads `sending`; a crash in between leaves it for
+        // reconciliation, which finds it in the API's journal.
+        let goes_straight_on = matches!(result, Ok(Outcome::Progress));
         let result = match self.pending.take() {
+            Some(pending) if goes_straight_on => {
+                self.pending = Some(pending);
+                result
+            }
             None => result,
             Some((id, record, at)) => {
                 let recorded = self.store.record_outcome(&id, &record, at).await;
