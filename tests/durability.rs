@@ -343,3 +343,58 @@ async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
         "every stored card went out exactly once"
     );
 }
+
+/// At `send_delay = 0` an outcome is committed with the next claim; a crash between
+/// the API's answer and that commit must still end with every card sent once.
+#[tokio::test]
+async fn a_crash_while_draining_back_to_back_sends_nothing_twice() {
+    let sb = common::sandbox_with(contactq::sandbox::SandboxOptions {
+        rate_limits: false,
+        latency: Duration::from_millis(5),
+        ..Default::default()
+    })
+    .await;
+    let config = DaemonConfig {
+        send_delay: "0s",
+        reconcile_lag: "1s",
+        ..Default::default()
+    };
+    let mut d = TestDaemon::start(&sb, config).await;
+    let cards: Vec<serde_json::Value> = (0..300).map(card).collect();
+    let (status, answer) = d
+        .post("/v1/instances/main/sendContact:batch", &json!(cards))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    eventually(
+        Duration::from_secs(10),
+        "the drain is under way",
+        || async { sb.received(ID_INSTANCE).len() >= 40 },
+    )
+    .await;
+    d.kill9();
+    let at_crash = sb.received(ID_INSTANCE).len();
+    assert!(at_crash < 300, "killed mid-drain");
+    d.start_again().await;
+    eventually(Duration::from_secs(30), "all sent", || async {
+        d.status().await["sent"] == 300
+    })
+    .await;
+    let received = sb.received(ID_INSTANCE);
+    let mut names = HashSet::new();
+    for r in &received {
+        assert!(
+            names.insert(r.body["contact"]["firstName"].to_string()),
+            "received twice: {}",
+            r.body
+        );
+    }
+    assert_eq!(received.len(), 300);
+    let stored = d.all_messages_paged().await;
+    for r in &received {
+        let m = stored
+            .iter()
+            .find(|m| m["contact"]["firstName"] == r.body["contact"]["firstName"])
+            .unwrap();
+        assert_eq!(m["idMessage"], json!(r.id_message));
+    }
+}
