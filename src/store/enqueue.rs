@@ -1,22 +1,25 @@
-//! Group commit for enqueues: one writer task takes every enqueue that is waiting (no
-//! timer), writes them in one transaction with one `INSERT … SELECT FROM json_each(?)`
-//! statement, and answers each caller only after the commit's fsync.
+//! Group commit for enqueues: one writer thread takes every enqueue that is waiting (no
+//! timer), writes them in one transaction, and answers each caller only after the
+//! commit's fsync.
 //!
-//! Why one statement: sqlx pays tens of microseconds per statement for the hop to its
-//! worker thread (two context switches), so a batch costs the same whether it holds 1
-//! card or 1,000. A group without idempotency keys goes further: `BEGIN`, the insert,
-//! the read of the queued counts (for the answers' `position`) and `COMMIT` travel as
-//! one multi-statement call, one hop per group.
+//! Why a thread of its own with a plain SQLite connection (rusqlite, the same
+//! libsqlite3 as sqlx): this is the daemon's hottest write path, and every sqlx call is
+//! a hop to sqlx's worker thread and back (two context switches, which dominate the
+//! profile on small machines). Here a group costs one hand-off in and one answer out,
+//! and each row is a cached prepared statement, no JSON round trip.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::messages::MESSAGE_COLUMNS;
 use super::{MessageRow, Store, StoreError};
 use crate::clock::now_ms;
 use crate::contact::Card;
@@ -24,22 +27,23 @@ use crate::contact::Card;
 /// Most cards one transaction takes; a bigger backlog is split over several commits.
 const MAX_GROUP_CARDS: usize = 8192;
 
-pub const INSERT_FROM_JSON: &str = "INSERT INTO messages
+pub const INSERT_ROW: &str = "INSERT INTO messages
     (id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
      enqueued_at, expires_at)
-    SELECT value->>'id', value->>'instance', 'queued', value->>'line', value->>'chat',
-           value->>'phone', value->>'body', value->>'key', value->>'uid',
-           value->>'at', value->>'exp'
-    FROM json_each(?1)";
+    VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// Adds the group's new rows to the queued counts (?2: `[["instance", added], …]`) and
-/// returns the counts as of this transaction, for the answers' `position`. The writer
-/// keeps these counts itself (migration 0002): one statement per group, not a trigger
-/// per row.
-pub const QUEUED_COUNTS: &str = "INSERT INTO counts (instance, state, n)
-    SELECT value->>0, 'queued', value->>1 FROM json_each(?2) WHERE true
+/// Adds a group's new rows to an instance's queued count and returns the count as of
+/// this transaction, for the answers' `position`. The writer keeps these counts itself
+/// (migration 0002): one statement per instance and group, not a trigger per row.
+pub const QUEUED_COUNTS: &str = "INSERT INTO counts (instance, state, n) VALUES (?1, 'queued', ?2)
     ON CONFLICT (instance, state) DO UPDATE SET n = n + excluded.n
-    RETURNING instance, n";
+    RETURNING n";
+
+const FIND_KEY: &str =
+    "SELECT body_hash, message_ids FROM idempotency WHERE instance = ?1 AND key = ?2";
+
+const INSERT_KEY: &str = "INSERT INTO idempotency
+    (instance, key, body_hash, message_ids, batch, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// One enqueue: a single card or a whole batch, committed all or nothing.
 #[derive(Debug, Clone)]
@@ -90,14 +94,53 @@ impl Store {
     }
 }
 
+/// Starts the writer thread on the (already migrated) database.
+pub(super) fn spawn_writer(
+    path: &Path,
+    max_page_count: Option<u64>,
+    line_counter: Arc<AtomicI64>,
+) -> Result<mpsc::Sender<Job>, StoreError> {
+    let path = path.to_path_buf();
+    let first = open(&path, max_page_count)?;
+    let (jobs_tx, jobs_rx) = mpsc::channel(8192);
+    std::thread::Builder::new()
+        .name("contactq-enqueue".into())
+        .spawn(move || writer(path, max_page_count, first, jobs_rx, line_counter))
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the enqueue writer: {e}")))?;
+    Ok(jobs_tx)
+}
+
+fn open(path: &Path, max_page_count: Option<u64>) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(store_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(store_error)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(store_error)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
+        .map_err(store_error)?;
+    if let Some(pages) = max_page_count {
+        // The same backstop as the sqlx connections (see StoreOptions).
+        let backstop = pages + pages / 4 + 64;
+        conn.query_row(&format!("PRAGMA max_page_count = {backstop}"), [], |_| {
+            Ok(())
+        })
+        .map_err(store_error)?;
+    }
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
 /// The writer loop: waits for one job, then takes whatever else is already waiting.
-pub(super) async fn writer(
-    pool: SqlitePool,
+fn writer(
+    path: PathBuf,
+    max_page_count: Option<u64>,
+    first_conn: Connection,
     mut jobs_rx: mpsc::Receiver<Job>,
     line_counter: Arc<AtomicI64>,
 ) {
+    let mut conn = Some(first_conn);
     let mut ids = ulid::Generator::new();
-    while let Some(first) = jobs_rx.recv().await {
+    while let Some(first) = jobs_rx.blocking_recv() {
         let mut cards = first.request.cards.len();
         let mut group = vec![first];
         while cards < MAX_GROUP_CARDS {
@@ -109,117 +152,179 @@ pub(super) async fn writer(
                 Err(_) => break,
             }
         }
-        commit_group(&pool, group, &line_counter, &mut ids).await;
-    }
-}
-
-async fn commit_group(
-    pool: &SqlitePool,
-    group: Vec<Job>,
-    line_counter: &AtomicI64,
-    ids: &mut ulid::Generator,
-) {
-    let now = now_ms();
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn,
-        Err(e) => return fail_all(group, StoreError::from(e)),
-    };
-    let result = if group.iter().any(|j| j.request.idempotency_key.is_some()) {
-        keyed_group(&mut conn, &group, now, line_counter, ids).await
-    } else {
-        plain_group(&mut conn, &group, now, line_counter, ids).await
-    };
-    let (mut outcomes, counts) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            // A failed multi-statement call may leave its transaction open.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return fail_all(group, e);
+        let connection = match conn.take() {
+            Some(c) => Ok(c),
+            None => open(&path, max_page_count),
+        };
+        let mut connection = match connection {
+            Ok(c) => c,
+            Err(e) => {
+                fail_all(group, e);
+                continue;
+            }
+        };
+        match commit_group(&mut connection, &group, &line_counter, &mut ids) {
+            Ok((mut outcomes, counts)) => {
+                conn = Some(connection);
+                fill_positions(&mut outcomes, &counts);
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            // The connection is dropped (rolling back whatever was open) and a fresh
+            // one is opened for the next group: after SQLITE_FULL or an I/O error a
+            // connection may still hold a transaction that was never going to commit.
+            Err(e) => fail_all(group, e),
         }
-    };
-    drop(conn);
-    fill_positions(&mut outcomes, &counts);
-    for (job, outcome) in group.into_iter().zip(outcomes) {
-        let _ = job.reply.send(outcome);
     }
 }
 
 type GroupResult = (Vec<Result<EnqueueOutcome, StoreError>>, Vec<(String, i64)>);
 
-/// No idempotency keys: rows are made here and the whole transaction is one call.
-async fn plain_group(
-    conn: &mut SqliteConnection,
+fn commit_group(
+    conn: &mut Connection,
     group: &[Job],
-    now: i64,
     line_counter: &AtomicI64,
     ids: &mut ulid::Generator,
 ) -> Result<GroupResult, StoreError> {
+    let now = now_ms();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut added: BTreeMap<&str, i64> = BTreeMap::new();
     for job in group {
-        outcomes.push(
-            new_rows(&job.request, now, line_counter, ids)
-                .map(|rows| EnqueueOutcome::Created { rows, queued: None }),
-        );
-    }
-    let rows = outcomes.iter().filter_map(|o| match o {
-        Ok(EnqueueOutcome::Created { rows, .. }) => Some(rows.iter()),
-        _ => None,
-    });
-    let payload = rows_json(rows.flatten());
-    let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
-        "BEGIN IMMEDIATE; {INSERT_FROM_JSON}; {QUEUED_COUNTS}; COMMIT;"
-    ))
-    .bind(payload)
-    .bind(added_json(&outcomes))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok((outcomes, counts))
-}
-
-/// Some idempotency keys: each keyed job is looked up and inserted in turn, so a repeat
-/// later in this very group finds the rows of an earlier one.
-async fn keyed_group(
-    conn: &mut SqliteConnection,
-    group: &[Job],
-    now: i64,
-    line_counter: &AtomicI64,
-    ids: &mut ulid::Generator,
-) -> Result<GroupResult, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut fresh = Vec::new();
-    for job in group {
-        let outcome = plan_job(&mut tx, &job.request, now, line_counter, ids).await;
+        let outcome = plan_job(&tx, &job.request, now, line_counter, ids)?;
         if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
-            if job.request.idempotency_key.is_some() {
-                insert_rows(&mut tx, rows).await?;
-            } else {
-                fresh.extend(rows.iter().cloned());
-            }
+            insert_rows(&tx, rows)?;
+            *added.entry(job.request.instance.as_str()).or_default() += rows.len() as i64;
         }
         outcomes.push(outcome);
     }
-    insert_rows(&mut tx, &fresh).await?;
-    let counts: Vec<(String, i64)> = sqlx::query_as(QUEUED_COUNTS)
-        .bind("[]")
-        .bind(added_json(&outcomes))
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let mut counts = Vec::with_capacity(added.len());
+    {
+        let mut upsert = tx.prepare_cached(QUEUED_COUNTS).map_err(store_error)?;
+        for (instance, n) in added {
+            let queued: i64 = upsert
+                .query_row(params![instance, n], |r| r.get(0))
+                .map_err(store_error)?;
+            counts.push((instance.to_string(), queued));
+        }
+    }
+    tx.commit().map_err(store_error)?;
     Ok((outcomes, counts))
 }
 
-/// How many rows each instance gains in this group, as `[["instance", added], …]`.
-fn added_json(outcomes: &[Result<EnqueueOutcome, StoreError>]) -> String {
-    let mut added: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for outcome in outcomes {
-        if let Ok(EnqueueOutcome::Created { rows, .. }) = outcome {
-            if let Some(first) = rows.first() {
-                *added.entry(first.instance.as_str()).or_default() += rows.len() as i64;
-            }
+/// Decides one job: new rows to insert, or the original rows of an idempotent repeat.
+/// The outer error fails the whole group (a database error); the inner one only this
+/// job (an idempotency key reused with another body).
+fn plan_job(
+    tx: &rusqlite::Transaction<'_>,
+    request: &EnqueueRequest,
+    now: i64,
+    line_counter: &AtomicI64,
+    ids: &mut ulid::Generator,
+) -> Result<Result<EnqueueOutcome, StoreError>, StoreError> {
+    let Some(key) = &request.idempotency_key else {
+        return Ok(new_rows(request, now, line_counter, ids)
+            .map(|rows| EnqueueOutcome::Created { rows, queued: None }));
+    };
+    let hash = hash_cards(&request.cards);
+    let seen: Option<(String, String)> = tx
+        .prepare_cached(FIND_KEY)
+        .and_then(|mut s| {
+            s.query_row(params![request.instance, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(store_error)?;
+    if let Some((seen_hash, message_ids)) = seen {
+        if seen_hash != hash {
+            return Ok(Err(StoreError::IdempotencyMismatch));
         }
+        return Ok(Ok(EnqueueOutcome::Repeated(rows_by_ids(tx, &message_ids)?)));
     }
-    json!(added.into_iter().collect::<Vec<_>>()).to_string()
+    let rows = match new_rows(request, now, line_counter, ids) {
+        Ok(rows) => rows,
+        Err(e) => return Ok(Err(e)),
+    };
+    let message_ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    tx.prepare_cached(INSERT_KEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                request.instance,
+                key,
+                hash,
+                json!(message_ids).to_string(),
+                request.cards.len() > 1,
+                now
+            ])
+        })
+        .map_err(store_error)?;
+    Ok(Ok(EnqueueOutcome::Created { rows, queued: None }))
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(INSERT_ROW).map_err(store_error)?;
+    for r in rows {
+        insert
+            .execute(params![
+                r.id,
+                r.instance,
+                r.line_seq,
+                r.chat_id,
+                r.phone,
+                r.body,
+                r.idempotency_key,
+                r.peer_uid,
+                r.enqueued_at,
+                r.expires_at
+            ])
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+/// The stored rows named in a JSON array of ids, in that order.
+fn rows_by_ids(
+    tx: &rusqlite::Transaction<'_>,
+    ids_json: &str,
+) -> Result<Vec<MessageRow>, StoreError> {
+    let ids: Vec<String> = serde_json::from_str(ids_json)
+        .map_err(|e| StoreError::Database(format!("idempotency record: {e}")))?;
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    let mut select = tx.prepare_cached(&sql).map_err(store_error)?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = select
+            .query_row([id], |r| {
+                Ok(MessageRow {
+                    id: r.get(0)?,
+                    instance: r.get(1)?,
+                    state: r.get(2)?,
+                    line_seq: r.get(3)?,
+                    chat_id: r.get(4)?,
+                    phone: r.get(5)?,
+                    body: r.get(6)?,
+                    idempotency_key: r.get(7)?,
+                    peer_uid: r.get(8)?,
+                    enqueued_at: r.get(9)?,
+                    expires_at: r.get(10)?,
+                    attempts: r.get(11)?,
+                    attempt_started_at: r.get(12)?,
+                    last_error: r.get(13)?,
+                    id_message: r.get(14)?,
+                    sent_at: r.get(15)?,
+                    ended_at: r.get(16)?,
+                })
+            })
+            .optional()
+            .map_err(store_error)?;
+        // A card of the key may already be gone (retention); the rest are answered.
+        rows.extend(row);
+    }
+    Ok(rows)
 }
 
 /// Gives each created outcome the queued count of its instance as of its last row: the
@@ -253,51 +358,21 @@ fn clone_error(e: &StoreError) -> StoreError {
     }
 }
 
-/// Decides one job: new rows to insert, or the original rows of an idempotent repeat.
-async fn plan_job(
-    tx: &mut Transaction<'_, Sqlite>,
-    request: &EnqueueRequest,
-    now: i64,
-    line_counter: &AtomicI64,
-    ids: &mut ulid::Generator,
-) -> Result<EnqueueOutcome, StoreError> {
-    let body_hash = request
-        .idempotency_key
-        .as_ref()
-        .map(|_| hash_cards(&request.cards));
-    if let (Some(key), Some(hash)) = (&request.idempotency_key, &body_hash) {
-        let seen: Option<(String, String)> = sqlx::query_as(
-            "SELECT body_hash, message_ids FROM idempotency WHERE instance = ?1 AND key = ?2",
-        )
-        .bind(&request.instance)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some((seen_hash, message_ids)) = seen {
-            if &seen_hash != hash {
-                return Err(StoreError::IdempotencyMismatch);
-            }
-            let rows = super::messages::rows_by_ids(tx, &message_ids).await?;
-            return Ok(EnqueueOutcome::Repeated(rows));
-        }
+/// A rusqlite error as the store's error (the same classes as sqlx's, in mod.rs).
+fn store_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DiskFull => StoreError::Full(e.to_string()),
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        },
+        _ => StoreError::Database(e.to_string()),
     }
-    let rows = new_rows(request, now, line_counter, ids)?;
-    if let (Some(key), Some(hash)) = (&request.idempotency_key, &body_hash) {
-        let message_ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO idempotency (instance, key, body_hash, message_ids, batch, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(&request.instance)
-        .bind(key)
-        .bind(hash)
-        .bind(json!(message_ids).to_string())
-        .bind(request.cards.len() > 1)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(EnqueueOutcome::Created { rows, queued: None })
 }
 
 /// The rows of a job's cards: fresh ids and the next places in line.
@@ -325,53 +400,6 @@ fn new_rows(
         ));
     }
     Ok(rows)
-}
-
-async fn insert_rows(
-    tx: &mut Transaction<'_, Sqlite>,
-    rows: &[MessageRow],
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(INSERT_FROM_JSON)
-        .bind(rows_json(rows.iter()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// One row as the JSON object `INSERT_FROM_JSON` reads (borrowed: no `Value` tree).
-#[derive(Serialize)]
-struct RowJson<'a> {
-    id: &'a str,
-    instance: &'a str,
-    line: i64,
-    chat: &'a str,
-    phone: i64,
-    body: &'a str,
-    key: Option<&'a str>,
-    uid: Option<i64>,
-    at: i64,
-    exp: i64,
-}
-
-fn rows_json<'a>(rows: impl Iterator<Item = &'a MessageRow>) -> String {
-    let rows: Vec<RowJson<'a>> = rows
-        .map(|r| RowJson {
-            id: &r.id,
-            instance: &r.instance,
-            line: r.line_seq,
-            chat: &r.chat_id,
-            phone: r.phone,
-            body: &r.body,
-            key: r.idempotency_key.as_deref(),
-            uid: r.peer_uid,
-            at: r.enqueued_at,
-            exp: r.expires_at,
-        })
-        .collect();
-    serde_json::to_string(&rows).expect("rows always serialize")
 }
 
 fn hash_cards(cards: &[Card]) -> String {

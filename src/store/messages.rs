@@ -1,7 +1,7 @@
 //! Reading messages (one, a page, a history) and the user's state changes on them
 //! (cancel, retry).
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::{Store, StoreError};
 use crate::clock::now_ms;
@@ -86,23 +86,6 @@ pub struct ListFilter {
     /// Only messages older than this id (the cursor).
     pub before: Option<String>,
     pub limit: u32,
-}
-
-/// Loads the rows named in a JSON array of ids, in that order.
-pub(super) async fn rows_by_ids(
-    conn: &mut SqliteConnection,
-    ids_json: &str,
-) -> Result<Vec<MessageRow>, StoreError> {
-    // json_each has an `id` column of its own: qualify ours.
-    let columns = MESSAGE_COLUMNS
-        .split(", ")
-        .map(|c| format!("m.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT {columns} FROM json_each(?1) AS j JOIN messages m ON m.id = j.value ORDER BY j.key"
-    );
-    Ok(sqlx::query_as(&sql).bind(ids_json).fetch_all(conn).await?)
 }
 
 impl Store {
