@@ -7,6 +7,9 @@ use contactq::cli::{self, Command};
 use contactq::config::Settings;
 use contactq::daemon::{self, DaemonError};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EX_SOFTWARE: u8 = 70;
 const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
