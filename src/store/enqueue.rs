@@ -99,13 +99,14 @@ pub(super) fn spawn_writer(
     path: &Path,
     max_page_count: Option<u64>,
     line_counter: Arc<AtomicI64>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<mpsc::Sender<Job>, StoreError> {
     let path = path.to_path_buf();
     let first = open(&path, max_page_count)?;
     let (jobs_tx, jobs_rx) = mpsc::channel(8192);
     std::thread::Builder::new()
         .name("contactq-enqueue".into())
-        .spawn(move || writer(path, max_page_count, first, jobs_rx, line_counter))
+        .spawn(move || writer(path, max_page_count, first, jobs_rx, line_counter, gate))
         .map_err(|e| StoreError::Unavailable(format!("cannot start the enqueue writer: {e}")))?;
     Ok(jobs_tx)
 }
@@ -137,6 +138,7 @@ fn writer(
     first_conn: Connection,
     mut jobs_rx: mpsc::Receiver<Job>,
     line_counter: Arc<AtomicI64>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut conn = Some(first_conn);
     let mut ids = ulid::Generator::new();
@@ -163,7 +165,10 @@ fn writer(
                 continue;
             }
         };
-        match commit_group(&mut connection, &group, &line_counter, &mut ids) {
+        let held = gate.blocking_lock();
+        let result = commit_group(&mut connection, &group, &line_counter, &mut ids);
+        drop(held);
+        match result {
             Ok((mut outcomes, counts)) => {
                 conn = Some(connection);
                 fill_positions(&mut outcomes, &counts);

@@ -50,6 +50,7 @@ impl Store {
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), StoreError> {
+        let gate = self.gate().await;
         sqlx::query(
             "INSERT INTO instances (name, paused) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET paused = ?2",
@@ -58,6 +59,7 @@ impl Store {
         .bind(paused)
         .execute(&self.write)
         .await?;
+        drop(gate);
         if !paused {
             // `resume` also releases a quota hold (SPEC §6: "or until `contactq resume`").
             self.set_hold(name, None, None).await?;
@@ -72,6 +74,7 @@ impl Store {
         until: Option<i64>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         sqlx::query(
             "INSERT INTO instances (name, hold_until, hold_reason) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET hold_until = ?2, hold_reason = ?3",

@@ -288,6 +288,7 @@ impl Store {
         };
         let query = sqlx::query_scalar(&sql).bind(id).bind(now).bind(instance);
         let query = bind_outcome(query, finished);
+        let _gate = self.gate().await;
         let mut conn = self.write.acquire().await?;
         let attempt: Vec<i64> = match query.fetch_all(&mut *conn).await {
             Ok(rows) => rows,
@@ -316,6 +317,7 @@ impl Store {
             .bind(None::<i64>)
             .bind(None::<&str>);
         let query = bind_outcome(query, Some((id, outcome, now)));
+        let _gate = self.gate().await;
         let mut conn = self.write.acquire().await?;
         if let Err(e) = query.execute(&mut *conn).await {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;

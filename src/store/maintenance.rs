@@ -9,6 +9,7 @@ const RETENTION_BATCH: i64 = 500;
 impl Store {
     /// Expires every queued card whose deadline has passed; returns how many.
     pub async fn expire_due(&self, now: i64) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO events (message_seq, at, event, detail)
@@ -42,6 +43,7 @@ impl Store {
     /// Deletes one batch of cards that ended before `cutoff`, with their events and
     /// idempotency keys; returns how many cards went. Call until it returns 0.
     pub async fn delete_ended_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY, instance TEXT, key TEXT)",

@@ -182,6 +182,7 @@ impl Store {
     /// Cancels a queued message.
     pub async fn cancel(&self, id: &str) -> Result<MessageRow, StoreError> {
         let now = now_ms();
+        let _gate = self.gate().await;
         let mut tx = self.write.begin().await?;
         let changed = sqlx::query(
             "UPDATE messages SET state = 'cancelled', ended_at = ?2 WHERE id = ?1 AND state = 'queued'",
@@ -202,6 +203,7 @@ impl Store {
     pub async fn retry(&self, id: &str, max_age_ms: i64) -> Result<MessageRow, StoreError> {
         let now = now_ms();
         let line = self.next_line_seq();
+        let _gate = self.gate().await;
         let mut tx = self.write.begin().await?;
         let changed = sqlx::query(
             "UPDATE messages SET state = 'queued', line_seq = ?2, enqueued_at = ?3,

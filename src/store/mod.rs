@@ -110,6 +110,11 @@ pub struct Store {
     line_counter: Arc<AtomicI64>,
     /// Soft cap on the pages in use, for enqueues only (see [`StoreOptions`]).
     enqueue_page_cap: Option<u64>,
+    /// Taken around every write transaction, by the sqlx writes and the enqueue thread
+    /// alike. Two connections write this database; without the gate they would meet
+    /// at SQLite's lock, whose busy handler sleeps 1, 2, 5, 10… ms: a drain's claim
+    /// could wait ~100 ms behind a stream of batches. The gate is fair (FIFO).
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -160,13 +165,20 @@ impl Store {
                 .fetch_one(&write)
                 .await?;
         let line_counter = Arc::new(AtomicI64::new(next_line));
-        let enqueue_tx = enqueue::spawn_writer(path, options.max_page_count, line_counter.clone())?;
+        let write_gate = Arc::new(tokio::sync::Mutex::new(()));
+        let enqueue_tx = enqueue::spawn_writer(
+            path,
+            options.max_page_count,
+            line_counter.clone(),
+            write_gate.clone(),
+        )?;
         Ok(Store {
             write,
             read,
             enqueue_tx,
             line_counter,
             enqueue_page_cap: options.max_page_count,
+            write_gate,
         })
     }
 
@@ -200,6 +212,11 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// The write gate (see the field); hold the guard for the whole transaction.
+    pub(super) async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_gate.lock().await
     }
 
     fn next_line_seq(&self) -> i64 {
