@@ -1,31 +1,18 @@
-//! Group commit for enqueues: one writer thread takes every enqueue that is waiting (no
-//! timer), writes them in one transaction, and answers each caller only after the
-//! commit's fsync.
-//!
-//! Why a thread of its own with a plain SQLite connection (rusqlite, the same
-//! libsqlite3 as sqlx): this is the daemon's hottest write path, and every sqlx call is
-//! a hop to sqlx's worker thread and back (two context switches, which dominate the
-//! profile on small machines). Here a group costs one hand-off in and one answer out,
-//! and each row is a cached prepared statement, no JSON round trip.
+//! Enqueues: what the write thread ([`super::writer`]) does for one request (new rows
+//! with fresh ids and places in line, or the original rows of an idempotent repeat),
+//! and the caller's side that hands the request over and waits for the commit.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::messages::MESSAGE_COLUMNS;
+use super::writer::{store_error, Job};
 use super::{MessageRow, Store, StoreError};
-use crate::clock::now_ms;
 use crate::contact::Card;
-
-/// Most cards one transaction takes; a bigger backlog is split over several commits.
-const MAX_GROUP_CARDS: usize = 8192;
 
 pub const INSERT_ROW: &str = "INSERT INTO messages
     (id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
@@ -69,11 +56,6 @@ pub enum EnqueueOutcome {
     Repeated(Vec<MessageRow>),
 }
 
-pub(super) struct Job {
-    request: EnqueueRequest,
-    reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
-}
-
 impl Store {
     /// Enqueues cards; returns once they are committed (or known not to be).
     pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
@@ -84,145 +66,35 @@ impl Store {
             .sum::<usize>();
         self.check_room(bytes).await?;
         let (reply, answer) = oneshot::channel();
-        self.enqueue_tx
-            .send(Job { request, reply })
+        self.writer_tx
+            .send(Job::Enqueue { request, reply })
             .await
-            .map_err(|_| StoreError::Unavailable("the enqueue writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the write thread has stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the enqueue writer has stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the write thread has stopped".into()))?
     }
 }
 
-/// Starts the writer thread on the (already migrated) database.
-pub(super) fn spawn_writer(
-    path: &Path,
-    max_page_count: Option<u64>,
-    line_counter: Arc<AtomicI64>,
-    gate: Arc<tokio::sync::Mutex<()>>,
-) -> Result<mpsc::Sender<Job>, StoreError> {
-    let path = path.to_path_buf();
-    let first = open(&path, max_page_count)?;
-    let (jobs_tx, jobs_rx) = mpsc::channel(8192);
-    std::thread::Builder::new()
-        .name("contactq-enqueue".into())
-        .spawn(move || writer(path, max_page_count, first, jobs_rx, line_counter, gate))
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the enqueue writer: {e}")))?;
-    Ok(jobs_tx)
-}
-
-fn open(path: &Path, max_page_count: Option<u64>) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(store_error)?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(store_error)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-        .map_err(store_error)?;
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
-        .map_err(store_error)?;
-    if let Some(pages) = max_page_count {
-        // The same backstop as the sqlx connections (see StoreOptions).
-        let backstop = pages + pages / 4 + 64;
-        conn.query_row(&format!("PRAGMA max_page_count = {backstop}"), [], |_| {
-            Ok(())
-        })
-        .map_err(store_error)?;
-    }
-    conn.set_prepared_statement_cache_capacity(16);
-    Ok(conn)
-}
-
-/// The writer loop: waits for one job, then takes whatever else is already waiting.
-fn writer(
-    path: PathBuf,
-    max_page_count: Option<u64>,
-    first_conn: Connection,
-    mut jobs_rx: mpsc::Receiver<Job>,
-    line_counter: Arc<AtomicI64>,
-    gate: Arc<tokio::sync::Mutex<()>>,
-) {
-    let mut conn = Some(first_conn);
-    let mut ids = ulid::Generator::new();
-    while let Some(first) = jobs_rx.blocking_recv() {
-        let mut cards = first.request.cards.len();
-        let mut group = vec![first];
-        while cards < MAX_GROUP_CARDS {
-            match jobs_rx.try_recv() {
-                Ok(job) => {
-                    cards += job.request.cards.len();
-                    group.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let connection = match conn.take() {
-            Some(c) => Ok(c),
-            None => open(&path, max_page_count),
-        };
-        let mut connection = match connection {
-            Ok(c) => c,
-            Err(e) => {
-                fail_all(group, e);
-                continue;
-            }
-        };
-        let held = gate.blocking_lock();
-        let result = commit_group(&mut connection, &group, &line_counter, &mut ids);
-        drop(held);
-        match result {
-            Ok((mut outcomes, counts)) => {
-                conn = Some(connection);
-                fill_positions(&mut outcomes, &counts);
-                for (job, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(outcome);
-                }
-            }
-            // The connection is dropped (rolling back whatever was open) and a fresh
-            // one is opened for the next group: after SQLITE_FULL or an I/O error a
-            // connection may still hold a transaction that was never going to commit.
-            Err(e) => fail_all(group, e),
-        }
-    }
-}
-
-type GroupResult = (Vec<Result<EnqueueOutcome, StoreError>>, Vec<(String, i64)>);
-
-fn commit_group(
-    conn: &mut Connection,
-    group: &[Job],
+/// Writes one enqueue inside the write thread's transaction: new rows, or the original
+/// rows of an idempotent repeat. The outer error fails the whole group (a database
+/// error); the inner one only this request (a key reused with another body).
+pub(super) fn write(
+    tx: &rusqlite::Transaction<'_>,
+    request: &EnqueueRequest,
+    now: i64,
     line_counter: &AtomicI64,
     ids: &mut ulid::Generator,
-) -> Result<GroupResult, StoreError> {
-    let now = now_ms();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(store_error)?;
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut added: BTreeMap<&str, i64> = BTreeMap::new();
-    for job in group {
-        let outcome = plan_job(&tx, &job.request, now, line_counter, ids)?;
-        if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
-            insert_rows(&tx, rows)?;
-            *added.entry(job.request.instance.as_str()).or_default() += rows.len() as i64;
-        }
-        outcomes.push(outcome);
+) -> Result<Result<EnqueueOutcome, StoreError>, StoreError> {
+    let outcome = plan_job(tx, request, now, line_counter, ids)?;
+    if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
+        insert_rows(tx, rows)?;
     }
-    let mut counts = Vec::with_capacity(added.len());
-    {
-        let mut upsert = tx.prepare_cached(QUEUED_COUNTS).map_err(store_error)?;
-        for (instance, n) in added {
-            let queued: i64 = upsert
-                .query_row(params![instance, n], |r| r.get(0))
-                .map_err(store_error)?;
-            counts.push((instance.to_string(), queued));
-        }
-    }
-    tx.commit().map_err(store_error)?;
-    Ok((outcomes, counts))
+    Ok(outcome)
 }
 
-/// Decides one job: new rows to insert, or the original rows of an idempotent repeat.
-/// The outer error fails the whole group (a database error); the inner one only this
-/// job (an idempotency key reused with another body).
+/// Decides one request: new rows to insert, or the original rows of an idempotent
+/// repeat (recording the key of new ones).
 fn plan_job(
     tx: &rusqlite::Transaction<'_>,
     request: &EnqueueRequest,
@@ -330,54 +202,6 @@ fn rows_by_ids(
         rows.extend(row);
     }
     Ok(rows)
-}
-
-/// Gives each created outcome the queued count of its instance as of its last row: the
-/// count at the commit, less the rows that later jobs of the group added to that line.
-fn fill_positions(outcomes: &mut [Result<EnqueueOutcome, StoreError>], counts: &[(String, i64)]) {
-    let mut after: std::collections::HashMap<&str, i64> =
-        counts.iter().map(|(name, n)| (name.as_str(), *n)).collect();
-    for outcome in outcomes.iter_mut().rev() {
-        if let Ok(EnqueueOutcome::Created { rows, queued }) = outcome {
-            let Some(first) = rows.first() else { continue };
-            if let Some(n) = after.get_mut(first.instance.as_str()) {
-                *queued = Some(*n);
-                *n -= rows.len() as i64;
-            }
-        }
-    }
-}
-
-fn fail_all(group: Vec<Job>, error: StoreError) {
-    tracing::warn!(%error, jobs = group.len(), "enqueue transaction failed; nothing written");
-    for job in group {
-        let _ = job.reply.send(Err(clone_error(&error)));
-    }
-}
-
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Full(m) => StoreError::Full(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        other => StoreError::Database(other.to_string()),
-    }
-}
-
-/// A rusqlite error as the store's error (the same classes as sqlx's, in mod.rs).
-fn store_error(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    match &e {
-        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
-            ErrorCode::DiskFull => StoreError::Full(e.to_string()),
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::CannotOpen => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Database(e.to_string()),
-        },
-        _ => StoreError::Database(e.to_string()),
-    }
 }
 
 /// The rows of a job's cards: fresh ids and the next places in line.

@@ -5,10 +5,11 @@
 //! is recorded, so after a crash every `sending` card is one whose request may have
 //! reached the API: the drain reconciles it before sending anything else.
 
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
+use tokio::sync::oneshot;
 
 use super::messages::MESSAGE_COLUMNS;
+use super::writer::{Claim, Job};
 use super::{MessageRow, Store, StoreError};
 
 /// What became of an attempt, as the store records it.
@@ -78,140 +79,91 @@ pub const HEAD_ROWS: &str = "SELECT id, instance, state, line_seq, chat_id, phon
 pub const IN_FLIGHT: &str = "SELECT id, chat_id, phone, attempt_started_at FROM messages
     WHERE instance = ?1 AND state = 'sending' ORDER BY line_seq LIMIT 1";
 
-/// Claims a card for an attempt (?1 id, ?2 now, ?3 instance): `sending`, the attempt
-/// counted and logged, the instance's last send time kept for pacing across restarts.
-/// The later statements act only if the claim took (the card is now `sending` since
-/// ?2), so a card that left the queue meanwhile changes nothing; RETURNING tells the
-/// caller which happened.
-///
-/// Numbering: the claim's parameters are ?1-?3 and the outcome's ?4-?9 because sqlx
-/// binds a statement's unused lower slots positionally and stops at the last argument:
-/// every statement that follows one with gaps must use only numbers without gaps
-/// below them, so the gap-free claim statements come last.
-const BEGIN_ATTEMPT: &str = "UPDATE messages SET state = 'sending', attempts = attempts + 1,
-        attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts;
-    INSERT INTO events (message_seq, at, event, attempt)
-        SELECT seq, ?2, 'attempt', attempts FROM messages
-        WHERE id = ?1 AND state = 'sending' AND attempt_started_at = ?2;
-    INSERT INTO instances (name, last_send_at) SELECT ?3, ?2 WHERE EXISTS
-        (SELECT 1 FROM messages WHERE id = ?1 AND state = 'sending' AND attempt_started_at = ?2)
-        ON CONFLICT (name) DO UPDATE SET last_send_at = ?2;";
-
-/// An attempt's outcome (?4 id, ?5 idMessage or error, ?6 now, ?7 event, ?8 HTTP
-/// status, ?9 detail): the state change and its history line.
-fn outcome_sql(outcome: &SendOutcomeRecord) -> String {
-    let change = match outcome {
-        SendOutcomeRecord::Sent { .. } | SendOutcomeRecord::Reconciled { .. } => {
-            "UPDATE messages SET state = 'sent', id_message = ?5, sent_at = ?6, ended_at = ?6,
-                 last_error = NULL WHERE id = ?4 AND state = 'sending';"
-        }
-        SendOutcomeRecord::Failed { .. } => {
-            "UPDATE messages SET state = 'failed', last_error = ?5, ended_at = ?6
-                 WHERE id = ?4 AND state = 'sending';"
-        }
-        SendOutcomeRecord::Requeue { .. } => {
-            "UPDATE messages SET state = 'queued', last_error = ?5
-                 WHERE id = ?4 AND state = 'sending';"
-        }
-        SendOutcomeRecord::Uncertain { .. } => {
-            "UPDATE messages SET last_error = ?5 WHERE id = ?4 AND state = 'sending';"
-        }
+/// Claims a card for an attempt inside the write thread's transaction: `sending`, the
+/// attempt counted and logged, the instance's last send time kept for pacing across
+/// restarts. None when the card left the queue meanwhile (cancelled, expired).
+pub(super) fn write_claim(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    instance: &str,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    let attempt: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE messages SET state = 'sending', attempts = attempts + 1,
+                 attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
+        )?
+        .query_row(rusqlite::params![id, now], |r| r.get(0))
+        .optional()?;
+    let Some(attempt) = attempt else {
+        return Ok(None);
     };
-    format!(
-        "{change} INSERT INTO events (message_seq, at, event, attempt, http_status, detail)
-             SELECT seq, ?6, ?7, NULL, ?8, ?9 FROM messages WHERE id = ?4;"
-    )
+    tx.prepare_cached(
+        "INSERT INTO events (message_seq, at, event, attempt)
+         SELECT seq, ?2, 'attempt', ?3 FROM messages WHERE id = ?1",
+    )?
+    .execute(rusqlite::params![id, now, attempt])?;
+    tx.prepare_cached(
+        "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at",
+    )?
+    .execute(rusqlite::params![instance, now])?;
+    Ok(Some(attempt))
 }
 
-/// Binds ?4..?9 of [`outcome_sql`] (NULLs when there is no outcome to record).
-fn bind_outcome<'q, O>(query: O, finished: Option<(&'q str, &'q SendOutcomeRecord, i64)>) -> O
-where
-    O: BindSix<'q>,
-{
-    let Some((id, outcome, now)) = finished else {
-        return query.six(None, None, None, None, None, None);
-    };
-    let (text, event, status, detail) = match outcome {
-        SendOutcomeRecord::Sent { id_message } => (
-            id_message.as_str(),
-            "sent",
-            Some(200),
-            Some(id_message.as_str()),
-        ),
-        SendOutcomeRecord::Reconciled { id_message } => (
-            id_message.as_str(),
-            "reconciled",
-            Some(200),
-            Some(id_message.as_str()),
-        ),
+/// Records an attempt's outcome inside the write thread's transaction: the state change
+/// (only from `sending`) and its history line.
+pub(super) fn write_outcome(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    outcome: &SendOutcomeRecord,
+    now: i64,
+) -> rusqlite::Result<()> {
+    use rusqlite::params;
+    let (event, status, detail) = match outcome {
+        SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
+                     ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending'",
+            )?
+            .execute(params![id, id_message, now])?;
+            let event = match outcome {
+                SendOutcomeRecord::Sent { .. } => "sent",
+                _ => "reconciled",
+            };
+            (event, Some(200), id_message.as_str())
+        }
         SendOutcomeRecord::Failed { error, http_status } => {
-            (error.as_str(), "failed", *http_status, Some(error.as_str()))
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'failed', last_error = ?2, ended_at = ?3
+                 WHERE id = ?1 AND state = 'sending'",
+            )?
+            .execute(params![id, error, now])?;
+            ("failed", *http_status, error.as_str())
         }
-        SendOutcomeRecord::Requeue { error, http_status } => (
-            error.as_str(),
-            "requeued",
-            *http_status,
-            Some(error.as_str()),
-        ),
-        SendOutcomeRecord::Uncertain { error, http_status } => (
-            error.as_str(),
-            "uncertain",
-            *http_status,
-            Some(error.as_str()),
-        ),
+        SendOutcomeRecord::Requeue { error, http_status } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'queued', last_error = ?2
+                 WHERE id = ?1 AND state = 'sending'",
+            )?
+            .execute(params![id, error])?;
+            ("requeued", *http_status, error.as_str())
+        }
+        SendOutcomeRecord::Uncertain { error, http_status } => {
+            tx.prepare_cached(
+                "UPDATE messages SET last_error = ?2 WHERE id = ?1 AND state = 'sending'",
+            )?
+            .execute(params![id, error])?;
+            ("uncertain", *http_status, error.as_str())
+        }
     };
-    query.six(Some(id), Some(text), Some(now), Some(event), status, detail)
-}
-
-/// Binding the six outcome parameters on either kind of sqlx query.
-trait BindSix<'q> {
-    fn six(
-        self,
-        id: Option<&'q str>,
-        text: Option<&'q str>,
-        now: Option<i64>,
-        event: Option<&'q str>,
-        status: Option<u16>,
-        detail: Option<&'q str>,
-    ) -> Self;
-}
-
-impl<'q> BindSix<'q> for sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>> {
-    fn six(
-        self,
-        id: Option<&'q str>,
-        text: Option<&'q str>,
-        now: Option<i64>,
-        event: Option<&'q str>,
-        status: Option<u16>,
-        detail: Option<&'q str>,
-    ) -> Self {
-        self.bind(id)
-            .bind(text)
-            .bind(now)
-            .bind(event)
-            .bind(status)
-            .bind(detail)
-    }
-}
-
-impl<'q, O> BindSix<'q> for sqlx::query::QueryScalar<'q, Sqlite, O, SqliteArguments<'q>> {
-    fn six(
-        self,
-        id: Option<&'q str>,
-        text: Option<&'q str>,
-        now: Option<i64>,
-        event: Option<&'q str>,
-        status: Option<u16>,
-        detail: Option<&'q str>,
-    ) -> Self {
-        self.bind(id)
-            .bind(text)
-            .bind(now)
-            .bind(event)
-            .bind(status)
-            .bind(detail)
-    }
+    tx.prepare_cached(
+        "INSERT INTO events (message_seq, at, event, http_status, detail)
+         SELECT seq, ?2, ?3, ?4, ?5 FROM messages WHERE id = ?1",
+    )?
+    .execute(params![id, now, event, status, detail])?;
+    Ok(())
 }
 
 impl Store {
@@ -279,28 +231,13 @@ impl Store {
         instance: &str,
         now: i64,
     ) -> Result<i64, StoreError> {
-        let sql = match finished {
-            Some((_, outcome, _)) => format!(
-                "BEGIN IMMEDIATE; {} {BEGIN_ATTEMPT} COMMIT;",
-                outcome_sql(outcome)
-            ),
-            None => format!("BEGIN IMMEDIATE; {BEGIN_ATTEMPT} COMMIT;"),
+        let claim = Claim {
+            id: id.to_string(),
+            instance: instance.to_string(),
+            now,
         };
-        let query = sqlx::query_scalar(&sql).bind(id).bind(now).bind(instance);
-        let query = bind_outcome(query, finished);
-        let _gate = self.gate().await;
-        let mut conn = self.write.acquire().await?;
-        let attempt: Vec<i64> = match query.fetch_all(&mut *conn).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                // A failed multi-statement call may leave its transaction open.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e.into());
-            }
-        };
-        attempt
-            .first()
-            .copied()
+        self.line_job(finished, Some(claim))
+            .await?
             .ok_or_else(|| StoreError::Conflict("no longer queued".into()))
     }
 
@@ -311,19 +248,25 @@ impl Store {
         outcome: &SendOutcomeRecord,
         now: i64,
     ) -> Result<(), StoreError> {
-        let sql = format!("BEGIN IMMEDIATE; {} COMMIT;", outcome_sql(outcome));
-        let query = sqlx::query(&sql)
-            .bind(None::<&str>)
-            .bind(None::<i64>)
-            .bind(None::<&str>);
-        let query = bind_outcome(query, Some((id, outcome, now)));
-        let _gate = self.gate().await;
-        let mut conn = self.write.acquire().await?;
-        if let Err(e) = query.execute(&mut *conn).await {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(e.into());
-        }
-        Ok(())
+        self.line_job(Some((id, outcome, now)), None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn line_job(
+        &self,
+        finished: Option<(&str, &SendOutcomeRecord, i64)>,
+        claim: Option<Claim>,
+    ) -> Result<Option<i64>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Line {
+            finished: finished.map(|(id, outcome, at)| (id.to_string(), outcome.clone(), at)),
+            claim,
+            reply,
+        };
+        let stopped = || StoreError::Unavailable("the write thread has stopped".into());
+        self.writer_tx.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Whether an idMessage is already stored for some card (a journal entry matches

@@ -10,6 +10,7 @@ mod instances;
 mod line;
 mod maintenance;
 mod messages;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -105,7 +106,7 @@ impl Default for StoreOptions {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
-    enqueue_tx: mpsc::Sender<enqueue::Job>,
+    writer_tx: mpsc::Sender<writer::Job>,
     /// The next place in line; only this process writes the database (it holds the lock).
     line_counter: Arc<AtomicI64>,
     /// Soft cap on the pages in use, for enqueues only (see [`StoreOptions`]).
@@ -166,7 +167,7 @@ impl Store {
                 .await?;
         let line_counter = Arc::new(AtomicI64::new(next_line));
         let write_gate = Arc::new(tokio::sync::Mutex::new(()));
-        let enqueue_tx = enqueue::spawn_writer(
+        let writer_tx = writer::spawn(
             path,
             options.max_page_count,
             line_counter.clone(),
@@ -175,7 +176,7 @@ impl Store {
         Ok(Store {
             write,
             read,
-            enqueue_tx,
+            writer_tx,
             line_counter,
             enqueue_page_cap: options.max_page_count,
             write_gate,
