@@ -226,13 +226,24 @@ async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     loop {
         let now = now_ms();
-        match store.expire_due(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(expired = n, "expired cards not sent within max_age");
-                metrics::counter!("contactq_expired_total").increment(n);
+        loop {
+            match store.expire_due(now).await {
+                Ok(batch) => {
+                    let total: u64 = batch.iter().map(|(_, n)| n).sum();
+                    for (instance, n) in batch {
+                        tracing::info!(instance = %instance, expired = n, "expired cards not sent within max_age");
+                        crate::metrics::ended_many(&instance, "expired", n);
+                    }
+                    if total < crate::store::EXPIRY_BATCH as u64 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "expiry failed; will try again");
+                    break;
+                }
             }
-            Err(error) => tracing::warn!(%error, "expiry failed; will try again"),
         }
         if last_retention.elapsed() >= retention_every {
             last_retention = Instant::now();

@@ -16,6 +16,12 @@ pub fn ended(instance: &str, state: &'static str) {
         .increment(1);
 }
 
+/// Several cards of one instance reached an end state.
+pub fn ended_many(instance: &str, state: &'static str, n: u64) {
+    metrics::counter!(format!("contactq_{state}_total"), "instance" => instance.to_string())
+        .increment(n);
+}
+
 /// One upstream request and its outcome.
 pub fn upstream_request(instance: &str, method: &'static str, status: &str, elapsed: Duration) {
     metrics::histogram!("contactq_upstream_request_duration_seconds",
@@ -58,6 +64,13 @@ pub async fn serve(
     mut shutdown: crate::shutdown::Shutdown,
 ) -> std::io::Result<()> {
     let handle = recorder()?;
+    // Every instance's counters exist from the start, at 0, so a rate() over them
+    // works before the first event.
+    for (name, _) in lines.iter() {
+        for state in ["sent", "failed", "expired", "cancelled"] {
+            ended_many(name, state, 0);
+        }
+    }
     let upkeep_handle = handle.clone();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");

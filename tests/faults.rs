@@ -352,3 +352,38 @@ async fn the_token_never_reaches_logs_errors_status_or_the_database() {
         );
     }
 }
+
+#[tokio::test]
+async fn thousands_of_cards_expire_in_batches() {
+    let sb = sandbox().await;
+    sb.set_state(None, "notAuthorized");
+    let d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            max_age: "1s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let cards: Vec<serde_json::Value> = (0..2500).map(card).collect();
+    let (status, _) = d
+        .post("/v1/instances/main/sendContact:batch", &json!(cards))
+        .await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(10), "all 2,500 expired", || async {
+        d.status().await["expired"] == 2500
+    })
+    .await;
+    assert_eq!(d.status().await["queued"], 0);
+    let (_, page) = d.get("/v1/messages?state=expired&limit=1").await;
+    let id = page["messages"][0]["id"].as_str().unwrap().to_string();
+    let history = d.message(&id).await["history"].clone();
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["event"] == "expired"),
+        "{history}"
+    );
+}

@@ -39,6 +39,9 @@ async fn metrics_show_the_queue_the_send_and_latencies_but_not_the_token() {
     for wanted in [
         "contactq_queued{instance=\"main\"} 0",
         "contactq_sent_total{instance=\"main\"} 1",
+        "contactq_expired_total{instance=\"main\"} 0",
+        "contactq_cancelled_total{instance=\"main\"} 0",
+        "contactq_failed_total{instance=\"main\"} 0",
         "contactq_upstream_request_duration_seconds_bucket{",
         "contactq_enqueue_duration_seconds_count 1",
         "contactq_authorization{instance=\"main\",state=\"authorized\"} 1",

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 pub use enqueue::{EnqueueOutcome, EnqueueRequest};
 pub use instances::{InstanceCounts, InstanceRow};
 pub use line::{SendOutcomeRecord, UncertainCard};
+pub use maintenance::EXPIRY_BATCH;
 pub use messages::{EventRow, ListFilter, MessageRow};
 
 /// A store failure the callers must tell apart.
@@ -246,12 +247,7 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ),
         ("status counts", instances::COUNTS),
         ("status oldest queued", instances::OLDEST_QUEUED),
-        // As in maintenance.rs.
-        (
-            "expiry",
-            "UPDATE messages SET state = 'expired', ended_at = ?1
-                 WHERE state = 'queued' AND expires_at <= ?1",
-        ),
+        ("expiry", maintenance::DUE_FOR_EXPIRY),
         (
             "next expiry",
             "SELECT expires_at FROM messages WHERE state = 'queued' ORDER BY expires_at LIMIT 1",
