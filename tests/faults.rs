@@ -387,3 +387,33 @@ async fn thousands_of_cards_expire_in_batches() {
         "{history}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_api_at_start_holds_the_line_and_says_why() {
+    let sb = sandbox().await;
+    sb.shutdown();
+    let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    let id = d.enqueue_ok(&card(1)).await;
+    eventually(Duration::from_secs(5), "the hold is explained", || async {
+        let m = d.message(&id).await;
+        m["waitingFor"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("back-off after connection error"))
+    })
+    .await;
+    let status = d.status().await;
+    assert_eq!(status["authorization"], "unknown");
+    assert!(
+        status["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("getStateInstance"),
+        "{status}"
+    );
+    assert!(!status.to_string().contains(TOKEN));
+    assert_eq!(
+        d.message(&id).await["attempts"],
+        0,
+        "nothing is sent before the state is known"
+    );
+}

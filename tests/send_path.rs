@@ -212,6 +212,9 @@ async fn bodies_over_100_kib_are_413_and_unknown_instances_404() {
     assert!(answer["details"].as_str().unwrap().contains("nope"));
     let (status, _) = d.get("/v1/messages/01NOSUCHMESSAGE").await;
     assert_eq!(status, 404);
+    let (status, answer) = d.get("/v1/instances/main/sendContact").await;
+    assert_eq!(status, 405);
+    assert!(answer["error"].is_string(), "errors are JSON: {answer}");
     assert!(d.all_messages().await.is_empty());
 }
 

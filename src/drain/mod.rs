@@ -313,9 +313,17 @@ impl Drain {
             }
             Err(error) => {
                 tracing::warn!(instance = %self.name, %error, "getStateInstance failed");
-                self.line.update(|s| s.last_error = Some(error.to_string()));
                 let retry = self.backoff.next_delay();
                 self.next_state_check = now + duration_ms(retry).min(poll);
+                let until_ms = self.next_state_check;
+                self.line.update(|s| {
+                    s.last_error = Some(error.to_string());
+                    // Nothing goes out until the state is known; say when it is asked again.
+                    s.hold = Some(Hold::BackOff {
+                        status: None,
+                        until_ms,
+                    });
+                });
                 Some(wait_until(now, self.next_state_check))
             }
         }
