@@ -358,6 +358,14 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
         &key("send_delay"),
         raw.send_delay.as_deref().unwrap_or("5s"),
     )?;
+    // The API's own minimum delaySendMessagesMilliseconds is 500 ms; lower only makes
+    // sense against the loopback sandbox (SPEC section 6).
+    if send_delay < Duration::from_millis(500) && !is_loopback(&api_url) {
+        return Err(key_error(
+            key("send_delay"),
+            "under 500ms is allowed only against a loopback sandbox (the Green API's minimum is 500ms)",
+        ));
+    }
     Ok(InstanceSettings {
         name: name.to_string(),
         api_url,
@@ -365,6 +373,20 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
         api_token: ApiToken::new(api_token),
         send_delay,
     })
+}
+
+/// Whether an API URL points at this machine (the sandbox).
+fn is_loopback(api_url: &str) -> bool {
+    let rest = api_url.split_once("://").map_or(api_url, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A multi-line parser message (TOML errors draw the line) as one line.

@@ -122,3 +122,31 @@ fn missing_file_is_an_error() {
         Settings::load_from(Some(Path::new("/nonexistent/c.toml")), &HashMap::new()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/c.toml"));
 }
+
+#[test]
+fn send_delay_under_500ms_only_against_loopback() {
+    let real = GOOD.replace("http://127.0.0.1:1/", "https://api.green-api.com");
+    assert!(load(&real, &[]).is_ok(), "500ms is the API's minimum");
+    let err = load(&real.replace("500ms", "499ms"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("instances.main.send_delay"), "{err}");
+    assert!(
+        load(&GOOD.replace("500ms", "0s"), &[]).is_ok(),
+        "loopback sandbox"
+    );
+    assert!(load(
+        &GOOD
+            .replace("http://127.0.0.1:1/", "http://localhost:7880")
+            .replace("500ms", "0s"),
+        &[]
+    )
+    .is_ok());
+    assert!(load(
+        &GOOD
+            .replace("http://127.0.0.1:1/", "http://[::1]:7880")
+            .replace("500ms", "0s"),
+        &[]
+    )
+    .is_ok());
+}
