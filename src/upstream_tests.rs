@@ -112,3 +112,20 @@ fn queue_entries_carry_the_body_phone() {
     let e = queue_entry(&v).unwrap();
     assert_eq!((e.id_message.as_str(), e.phone), ("Q1", Some(79001234568)));
 }
+
+#[test]
+fn retry_after_is_seconds_or_an_http_date() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+    assert_eq!(
+        parse_retry_after("Wed, 25 Nov 2026 10:00:30 GMT", now),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(parse_retry_after("soon", now), None);
+}
