@@ -8,7 +8,6 @@
 use sqlx::SqliteConnection;
 use tokio::sync::oneshot;
 
-use super::messages::MESSAGE_COLUMNS;
 use super::writer::{Claim, Job};
 use super::{MessageRow, Store, StoreError};
 
@@ -180,18 +179,6 @@ impl Store {
             phone,
             attempt_started_at: started.unwrap_or(0),
         }))
-    }
-
-    /// The next queued card of an instance (FIFO by place in line).
-    pub async fn head_of_line(&self, instance: &str) -> Result<Option<MessageRow>, StoreError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT 1"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(instance)
-            .fetch_optional(&self.write)
-            .await?)
     }
 
     /// The first `limit` queued cards of an instance, in line (FIFO) order: the drain

@@ -53,15 +53,6 @@ impl Store {
         Ok(by_instance.into_iter().collect())
     }
 
-    /// The earliest deadline among queued cards, to know when to wake for expiry.
-    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT expires_at FROM messages WHERE state = 'queued' ORDER BY expires_at LIMIT 1",
-        )
-        .fetch_optional(&self.read)
-        .await?)
-    }
-
     /// Deletes one batch of cards that ended before `cutoff`, with their events and
     /// idempotency keys; returns how many cards went. Call until it returns 0.
     pub async fn delete_ended_batch(&self, cutoff: i64) -> Result<u64, StoreError> {

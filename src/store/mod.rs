@@ -248,10 +248,6 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("status counts", instances::COUNTS),
         ("status oldest queued", instances::OLDEST_QUEUED),
         ("expiry", maintenance::DUE_FOR_EXPIRY),
-        (
-            "next expiry",
-            "SELECT expires_at FROM messages WHERE state = 'queued' ORDER BY expires_at LIMIT 1",
-        ),
         ("one message", "SELECT body FROM messages WHERE id = ?1"),
     ]
 }
