@@ -184,12 +184,13 @@ impl Store {
         })
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers and the write thread is alive (if it died, the
+    /// watchdog stops pinging and systemd restarts the daemon).
     pub async fn healthy(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        !self.writer_tx.is_closed() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
-    /// Closes both pools (the enqueue writer stops when the last Store is dropped).
+    /// Closes both pools (the write thread stops when the last Store is dropped).
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
