@@ -427,15 +427,29 @@ pub fn parse_size(key: &str, text: &str) -> Result<u64, ConfigError> {
 }
 
 fn default_socket(env: &std::collections::HashMap<String, String>) -> PathBuf {
-    if let Some(dir) = env.get("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may list several directories separated by ':'; ours is the first.
-        return Path::new(dir.split(':').next().unwrap_or(dir)).join("contactq.sock");
-    }
-    if let Some(dir) = env.get("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Path::new(dir).join("contactq.sock");
-    }
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
+    socket_path_from(
+        env.get("RUNTIME_DIRECTORY").map(String::as_str),
+        env.get("XDG_RUNTIME_DIR").map(String::as_str),
+        uid,
+    )
+}
+
+/// The default socket (SPEC section 2), shared by the daemon and the CLI:
+/// `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
+/// `$XDG_RUNTIME_DIR/contactq.sock`, else `/tmp/contactq-<uid>.sock`.
+pub fn socket_path_from(runtime: Option<&str>, xdg: Option<&str>, uid: u32) -> PathBuf {
+    // systemd joins several RuntimeDirectory= entries with ':'; the first is ours.
+    if let Some(dir) = runtime
+        .and_then(|d| d.split(':').next())
+        .filter(|d| !d.is_empty())
+    {
+        return Path::new(dir).join("contactq.sock");
+    }
+    if let Some(dir) = xdg.filter(|d| !d.is_empty()) {
+        return Path::new(dir).join("contactq.sock");
+    }
     PathBuf::from(format!("/tmp/contactq-{uid}.sock"))
 }
 

@@ -150,3 +150,21 @@ fn send_delay_under_500ms_only_against_loopback() {
     )
     .is_ok());
 }
+
+#[test]
+fn default_socket_follows_spec_section_2() {
+    let p = |r, x| socket_path_from(r, x, 1000);
+    assert_eq!(
+        p(Some("/run/contactq"), Some("/run/user/1000")),
+        PathBuf::from("/run/contactq/contactq.sock")
+    );
+    assert_eq!(
+        p(Some("/run/a:/run/b"), None),
+        PathBuf::from("/run/a/contactq.sock")
+    );
+    assert_eq!(
+        p(Some(""), Some("/run/user/1000")),
+        PathBuf::from("/run/user/1000/contactq.sock")
+    );
+    assert_eq!(p(None, None), PathBuf::from("/tmp/contactq-1000.sock"));
+}

@@ -3,7 +3,7 @@
 //! Parsing only: nothing here talks to the daemon. `main.rs` dispatches `daemon`,
 //! `sandbox` and `demo`; every other command goes to [`crate::cli::run_client`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -222,39 +222,18 @@ pub fn resolve_socket(cli: &Cli) -> PathBuf {
     if let Some(path) = &cli.socket {
         return path.clone();
     }
-    socket_from_config(cli.config.as_deref()).unwrap_or_else(default_socket_path)
-}
-
-/// The `[daemon] socket` of the configuration the daemon
-/// would read (`--config`, else /etc/contactq/contactq.toml; `CONTACTQ_DAEMON__SOCKET`
-/// over the file), e.g. `crate::config::socket_from_file(...)`. None = not configured.
-fn socket_from_config(file: Option<&Path>) -> Option<PathBuf> {
-    crate::config::socket_from_config(file)
+    crate::config::socket_from_config(cli.config.as_deref()).unwrap_or_else(default_socket_path)
 }
 
 /// SPEC §2 default: `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
 /// `$XDG_RUNTIME_DIR/contactq.sock`, else `/tmp/contactq-<uid>.sock`.
 pub fn default_socket_path() -> PathBuf {
-    socket_path_from(
+    crate::config::socket_path_from(
         std::env::var("RUNTIME_DIRECTORY").ok().as_deref(),
         std::env::var("XDG_RUNTIME_DIR").ok().as_deref(),
         // SAFETY: getuid has no preconditions and cannot fail.
         unsafe { libc::getuid() },
     )
-}
-
-fn socket_path_from(runtime: Option<&str>, xdg: Option<&str>, uid: u32) -> PathBuf {
-    // systemd joins several RuntimeDirectory= entries with ':'; the first is ours.
-    if let Some(dir) = runtime
-        .and_then(|d| d.split(':').next())
-        .filter(|d| !d.is_empty())
-    {
-        return Path::new(dir).join("contactq.sock");
-    }
-    if let Some(dir) = xdg.filter(|d| !d.is_empty()) {
-        return Path::new(dir).join("contactq.sock");
-    }
-    PathBuf::from(format!("/tmp/contactq-{uid}.sock"))
 }
 
 #[cfg(test)]
