@@ -75,6 +75,20 @@ pub struct Line {
     pub wake: Notify,
 }
 
+impl LineStatus {
+    /// When the first card in line is expected to go out: None while the line is held
+    /// (paused, not authorized, quota); otherwise the later of the pacing slot, the end
+    /// of a back-off, and now.
+    pub fn first_send_at(&self, now: i64) -> Option<i64> {
+        let paced = self.next_send_at.unwrap_or(now).max(now);
+        match &self.hold {
+            None => Some(paced),
+            Some(Hold::BackOff { until_ms, .. }) => Some(paced.max(*until_ms)),
+            Some(_) => None,
+        }
+    }
+}
+
 impl Line {
     pub fn status(&self) -> LineStatus {
         self.status

@@ -7,7 +7,7 @@ use axum::Json;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
-use crate::lines::{Hold, LineStatus};
+use crate::lines::LineStatus;
 use crate::protocol::{Health, InstanceStatus, PauseState, StatusView};
 
 pub async fn pause(
@@ -80,19 +80,12 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
     }))
 }
 
-/// When the next card is expected to go: null with nothing queued or the line held;
-/// otherwise the later of the pacing slot, the end of a back-off, and now.
+/// When the next card is expected to go: null with nothing queued or the line held.
 fn next_send_at(live: &LineStatus, queued: i64, paused: bool, now: i64) -> Option<String> {
     if queued == 0 || paused {
         return None;
     }
-    let mut at = live.next_send_at.unwrap_or(now).max(now);
-    match &live.hold {
-        Some(Hold::BackOff { until_ms, .. }) => at = at.max(*until_ms),
-        Some(_) => return None,
-        None => {}
-    }
-    Some(format_ms(at))
+    live.first_send_at(now).map(format_ms)
 }
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {

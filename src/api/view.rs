@@ -97,28 +97,14 @@ struct LineView {
 
 impl LineView {
     fn new(status: &crate::lines::LineStatus, now: i64) -> LineView {
-        let delay = status.send_delay_ms as i64;
-        match &status.hold {
-            Some(hold) if hold.blocks_eta() => LineView {
-                start: None,
-                delay,
-                waiting_for: hold.describe(),
-            },
-            hold => {
-                let mut start = status.next_send_at.unwrap_or(now).max(now);
-                let waiting_for =
-                    if let Some(h @ crate::lines::Hold::BackOff { until_ms, .. }) = hold {
-                        start = start.max(*until_ms);
-                        h.describe()
-                    } else {
-                        "send_delay".to_string()
-                    };
-                LineView {
-                    start: Some(start),
-                    delay,
-                    waiting_for,
-                }
-            }
+        let waiting_for = match &status.hold {
+            Some(hold) => hold.describe(),
+            None => "send_delay".to_string(),
+        };
+        LineView {
+            start: status.first_send_at(now),
+            delay: status.send_delay_ms as i64,
+            waiting_for,
         }
     }
 
