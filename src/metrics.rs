@@ -12,8 +12,7 @@ pub fn enqueue_latency(elapsed: Duration) {
 
 /// A card reached an end state.
 pub fn ended(instance: &str, state: &'static str) {
-    metrics::counter!(format!("contactq_{state}_total"), "instance" => instance.to_string())
-        .increment(1);
+    ended_many(instance, state, 1);
 }
 
 /// Several cards of one instance reached an end state.

@@ -26,6 +26,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// No route has this path.
+    #[error("no such endpoint")]
+    NoRoute,
+    /// The path exists, for another method.
+    #[error("method not allowed")]
+    WrongMethod,
 }
 
 impl ApiError {
@@ -86,6 +92,16 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error".to_string(),
                 details,
+            ),
+            ApiError::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "not found".to_string(),
+                "no such endpoint (the routes are under /v1/)".to_string(),
+            ),
+            ApiError::WrongMethod => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed".to_string(),
+                "this path takes another method (see the routes under /v1/)".to_string(),
             ),
         };
         (status, Json(ErrorBody { error, details })).into_response()

@@ -93,33 +93,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}/retry", post(messages::retry))
         .route("/v1/status", get(instances::status))
         .route("/v1/health", get(instances::health))
-        .fallback(|| async { not_found() })
-        .method_not_allowed_fallback(|| async { method_not_allowed() })
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::WrongMethod })
         .with_state(state)
-}
-
-fn not_found() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        axum::http::StatusCode::NOT_FOUND,
-        axum::Json(crate::protocol::ErrorBody {
-            error: "not found".into(),
-            details: "no such endpoint (the routes are under /v1/)".into(),
-        }),
-    )
-        .into_response()
-}
-
-fn method_not_allowed() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(crate::protocol::ErrorBody {
-            error: "method not allowed".into(),
-            details: "this path takes another method (see the routes under /v1/)".into(),
-        }),
-    )
-        .into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets open requests end.
