@@ -42,17 +42,7 @@ async fn run() {
     println!("| raw SQLite, 1 row/transaction | {raw1:.0} rows/s |");
     println!("| raw SQLite, 256 rows/transaction | {raw256:.0} rows/s |");
 
-    let mut daemon = Daemon::configure(
-        dir.path(),
-        &[InstanceConf {
-            name: "main".into(),
-            id_instance: "1101000001".into(),
-            // Nothing listens there: the instance is never authorized, so nothing drains
-            // and the benchmark measures enqueueing alone.
-            api_url: "http://127.0.0.1:9".into(),
-            send_delay: "1s".into(),
-        }],
-    );
+    let mut daemon = Daemon::configure(dir.path(), &[InstanceConf::never_drains()]);
     daemon.start().await;
     let path = "/v1/instances/main/sendContact";
     for clients in [1usize, 32, 64] {

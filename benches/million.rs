@@ -41,16 +41,7 @@ async fn run() {
     println!("| figure | value |\n| --- | --- |");
 
     let dir = work_dir();
-    let mut daemon = Daemon::configure(
-        dir.path(),
-        &[InstanceConf {
-            name: "main".into(),
-            id_instance: "1101000001".into(),
-            // Nothing listens there: the instance is never authorized, nothing drains.
-            api_url: "http://127.0.0.1:9".into(),
-            send_delay: "1s".into(),
-        }],
-    );
+    let mut daemon = Daemon::configure(dir.path(), &[InstanceConf::never_drains()]);
     let start_empty = daemon.start().await;
     println!(
         "| daemon start, empty database | {:.0} ms |",

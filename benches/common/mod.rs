@@ -45,6 +45,19 @@ pub struct InstanceConf {
     pub send_delay: String,
 }
 
+impl InstanceConf {
+    /// One instance, "main", whose API address has nothing listening: it is never
+    /// authorized, nothing drains, and a benchmark measures enqueueing alone.
+    pub fn never_drains() -> Self {
+        Self {
+            name: "main".into(),
+            id_instance: "1101000001".into(),
+            api_url: "http://127.0.0.1:9".into(),
+            send_delay: "1s".into(),
+        }
+    }
+}
+
 /// The daemon process and its files.
 pub struct Daemon {
     pub socket: PathBuf,
