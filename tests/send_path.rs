@@ -53,12 +53,8 @@ async fn cards_go_out_in_fifo_order_no_closer_than_send_delay() {
     }
     d.wait_state(&ids[4], "sent", Duration::from_secs(15)).await;
     let received = sb.received(ID_INSTANCE);
-    let names: Vec<String> = received
-        .iter()
-        .map(|r| r.body["contact"]["firstName"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        names,
+        common::received_names(&sb),
         (0..5).map(|n| format!("card-{n}")).collect::<Vec<_>>()
     );
     for pair in received.windows(2) {

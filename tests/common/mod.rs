@@ -314,6 +314,30 @@ pub fn card(n: u64) -> Value {
            "contact": {"phoneContact": 79_000_000_000u64 + n, "firstName": format!("card-{n}")}})
 }
 
+/// The first names (`card-N`) of the cards the sandbox accepted, in arrival order.
+pub fn received_names(sb: &Sandbox) -> Vec<String> {
+    sb.received(ID_INSTANCE)
+        .iter()
+        .map(|r| r.body["contact"]["firstName"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every card the sandbox accepted arrived once, and its stored message is `sent` with
+/// the idMessage the sandbox gave it.
+pub fn assert_received_once_and_recorded(sb: &Sandbox, stored: &[Value]) {
+    let mut seen = std::collections::HashSet::new();
+    for r in sb.received(ID_INSTANCE) {
+        let name = r.body["contact"]["firstName"].as_str().unwrap().to_string();
+        assert!(seen.insert(name.clone()), "{name} received twice");
+        let m = stored
+            .iter()
+            .find(|m| m["contact"]["firstName"] == name.as_str())
+            .unwrap_or_else(|| panic!("received card {name} is not stored"));
+        assert_eq!(m["state"], "sent", "{m}");
+        assert_eq!(m["idMessage"], json!(r.id_message), "{name}");
+    }
+}
+
 /// Polls `check` until it holds.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
