@@ -470,15 +470,32 @@ fn default_database(env: &std::collections::HashMap<String, String>) -> PathBuf 
 /// `CONTACTQ_DAEMON__SOCKET` over the file (`file`, else the system config). None when
 /// neither sets it (the client then uses the built-in default).
 pub fn socket_from_config(file: Option<&Path>) -> Option<PathBuf> {
-    if let Some(socket) = std::env::var_os("CONTACTQ_DAEMON__SOCKET").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(socket));
+    daemon_path_from_config(file, "socket")
+}
+
+/// The `[daemon] database` an offline command (`contactq restore`) works on, read the
+/// same lenient way as [`socket_from_config`] (no token is needed to find it), else the
+/// daemon's default.
+pub fn database_from_config(file: Option<&Path>) -> PathBuf {
+    daemon_path_from_config(file, "database").unwrap_or_else(|| {
+        let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        default_database(&env)
+    })
+}
+
+/// `CONTACTQ_DAEMON__<KEY>` over `[daemon] <key>` in the file (`file`, else the system
+/// config).
+fn daemon_path_from_config(file: Option<&Path>, key: &str) -> Option<PathBuf> {
+    let var = format!("CONTACTQ_DAEMON__{}", key.to_ascii_uppercase());
+    if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(value));
     }
     let file = file.or_else(|| Some(Path::new(SYSTEM_CONFIG)).filter(|p| p.exists()))?;
     config::Config::builder()
         .add_source(config::File::from(file).format(config::FileFormat::Toml))
         .build()
         .ok()?
-        .get_string("daemon.socket")
+        .get_string(&format!("daemon.{key}"))
         .ok()
         .map(PathBuf::from)
 }

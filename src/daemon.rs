@@ -146,7 +146,7 @@ pub async fn run_until(
 }
 
 /// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
-fn lock_database(database: &Path) -> Result<File, DaemonError> {
+pub fn lock_database(database: &Path) -> Result<File, DaemonError> {
     if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

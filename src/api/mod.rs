@@ -4,6 +4,7 @@
 //! The API only talks to the store and rings the drains' bells; it never calls the
 //! Green API.
 
+mod backup;
 mod enqueue;
 mod error;
 mod instances;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/{id}/retry", post(messages::retry))
         .route("/v1/status", get(instances::status))
+        .route("/v1/backup", get(backup::backup))
         .route("/v1/health", get(instances::health))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::WrongMethod })

@@ -42,6 +42,10 @@ pub enum Command {
     Pause(InstanceArgs),
     /// Release an instance's line held by `pause` or by the quota.
     Resume(InstanceArgs),
+    /// Write a consistent copy of the queue to DEST while the daemon runs.
+    Backup(BackupArgs),
+    /// Put a backup in place of the database (the daemon must be stopped); pauses every line.
+    Restore(RestoreArgs),
     /// A local Green API emulator on loopback, for trying the daemon and for tests.
     Sandbox(SandboxArgs),
     /// Start a sandbox and a daemon in a temporary directory and watch sample cards drain.
@@ -128,6 +132,29 @@ pub struct ListArgs {
     pub before: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// `contactq backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (a new file; it must not exist).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+/// `contactq restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// A copy written by `contactq backup`.
+    #[arg(value_name = "BACKUP")]
+    pub backup: PathBuf,
+    /// The database to replace (default: `[daemon] database` of the configuration).
+    #[arg(long, value_name = "PATH")]
+    pub database: Option<PathBuf>,
+    /// Leave the lines as they were in the copy instead of pausing them. Cards sent after
+    /// the backup was taken are then sent again at once.
+    #[arg(long)]
+    pub no_pause: bool,
 }
 
 /// `show`, `cancel`, `retry`: one message id.

@@ -47,6 +47,9 @@ pub enum ClientError {
     /// No answer in time.
     #[error("the contactq daemon at {} did not answer within {secs} s", path.display())]
     TimedOut { path: PathBuf, secs: u64 },
+    /// A downloaded body could not be written out.
+    #[error("cannot write what the daemon sent: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// `No such file or directory`, without Rust's ` (os error 2)` suffix.
@@ -142,7 +145,16 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, request: ApiRequest) -> Result<ApiResponse, ClientError> {
+    /// Opens a connection; the task drives its I/O until the sender is dropped.
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+            tokio::task::JoinHandle<Result<(), hyper::Error>>,
+        ),
+        ClientError,
+    > {
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             let path = self.socket.clone();
             match source.raw_os_error() {
@@ -152,10 +164,60 @@ impl Client {
                 _ => ClientError::Connect { path, source },
             }
         })?;
-        let (mut sender, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // The connection future does the actual I/O; it ends when the sender is dropped.
-        let driver = tokio::spawn(connection);
+        Ok((sender, tokio::spawn(connection)))
+    }
+
+    /// GETs `path` and streams a 200's body into `out`, answering the bytes written;
+    /// any other answer is read whole (error bodies are small) and handed back. Each
+    /// chunk must arrive within the client's time-out, not the whole body.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<Result<u64, ApiResponse>, ClientError> {
+        let timed_out = || ClientError::TimedOut {
+            path: self.socket.clone(),
+            secs: self.timeout.as_secs(),
+        };
+        let (mut sender, driver) = self.connect().await?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| ClientError::Request(err.to_string()))?;
+        let response = tokio::time::timeout(self.timeout, sender.send_request(request))
+            .await
+            .map_err(|_| timed_out())??;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if status != 200 {
+            let body = tokio::time::timeout(self.timeout, body.collect())
+                .await
+                .map_err(|_| timed_out())??
+                .to_bytes();
+            driver.abort();
+            return Ok(Err(ApiResponse { status, body }));
+        }
+        let mut written = 0u64;
+        while let Some(frame) = tokio::time::timeout(self.timeout, body.frame())
+            .await
+            .map_err(|_| timed_out())?
+        {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data).map_err(ClientError::Write)?;
+                written += data.len() as u64;
+            }
+        }
+        drop(sender);
+        driver.abort();
+        Ok(Ok(written))
+    }
+
+    async fn exchange(&self, request: ApiRequest) -> Result<ApiResponse, ClientError> {
+        let (mut sender, driver) = self.connect().await?;
 
         let mut builder = Request::builder()
             .method(request.method)

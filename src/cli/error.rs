@@ -24,6 +24,8 @@ pub const EX_UNAVAILABLE: i32 = 69;
 pub const EX_SOFTWARE: i32 = 70;
 /// EX_IOERR: writing our own output failed.
 pub const EX_IOERR: i32 = 74;
+/// EX_CANTCREAT: the output file (`backup DEST`) cannot be created.
+pub const EX_CANTCREAT: i32 = 73;
 /// EX_TEMPFAIL: try again later (503).
 pub const EX_TEMPFAIL: i32 = 75;
 
@@ -58,6 +60,12 @@ pub enum CliError {
     /// Writing to stdout failed (a closed pipe is handled quietly by `run_client`).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// `backup DEST`: DEST exists or cannot be written.
+    #[error("cannot create {path}: {reason}")]
+    CannotCreate { path: PathBuf, reason: String },
+    /// `restore` while a daemon holds the database.
+    #[error("{0}")]
+    DaemonRunning(String),
     /// Any other answer: a status we do not expect, or a body we cannot read.
     #[error("unexpected answer from the daemon (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
@@ -71,6 +79,9 @@ impl CliError {
             | CliError::Client(ClientError::Connect { .. }) => EX_UNAVAILABLE,
             CliError::Client(ClientError::TimedOut { .. }) => EX_TEMPFAIL,
             CliError::Client(ClientError::Http(_)) => EX_SOFTWARE,
+            CliError::Client(ClientError::Write(_)) => EX_IOERR,
+            CliError::CannotCreate { .. } => EX_CANTCREAT,
+            CliError::DaemonRunning(_) => EX_TEMPFAIL,
             CliError::Client(ClientError::Request(_)) | CliError::Usage(_) => EX_USAGE,
             CliError::Input { .. } => EX_NOINPUT,
             CliError::BadInput(_) | CliError::Rejected { .. } => EX_DATAERR,

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod display;
 pub mod error;
 pub mod input;
+mod offline;
 mod table;
 
 use std::io::{IsTerminal, Write};
@@ -57,6 +58,8 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Retry(a) => commands::retry(&mut ctx, a).await,
         Command::Pause(a) => commands::pause(&mut ctx, a, false).await,
         Command::Resume(a) => commands::pause(&mut ctx, a, true).await,
+        Command::Backup(a) => offline::backup(&mut ctx, a).await,
+        Command::Restore(a) => offline::restore(&mut ctx, cli.config.as_deref(), a),
         Command::Completions { shell } => {
             let shell: clap_complete::Shell = (*shell).into();
             clap_complete::generate(shell, &mut Cli::command(), "contactq", ctx.out);

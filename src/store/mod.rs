@@ -5,6 +5,7 @@
 //! loss. Enqueues go through a group-commit writer ([`enqueue`]); the drain's state
 //! changes are short transactions named after what they mean ([`line`]).
 
+mod backup;
 mod enqueue;
 mod instances;
 mod line;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
+pub use backup::{restore, verify_copy, RestoreReport};
 pub use enqueue::{EnqueueOutcome, EnqueueRequest};
 pub use instances::{InstanceCounts, InstanceRow};
 pub use line::{SendOutcomeRecord, UncertainCard};

@@ -1,0 +1,191 @@
+//! Backup and restore of the SQLite file.
+//!
+//! A backup is `VACUUM INTO` on a read connection: a consistent copy of the last
+//! committed state, taken while the write thread goes on committing (WAL readers never
+//! block the writer). A restore is offline: it runs only while no daemon holds the
+//! database (the caller holds `<database>.lock`), checks the copy, keeps the file it
+//! replaces beside it, and pauses every line so that cards sent after the backup was
+//! taken are not sent again before an operator has looked.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::writer::store_error;
+use super::{Store, StoreError};
+
+/// A consistent copy of the database at one commit.
+const VACUUM_INTO: &str = "VACUUM INTO ?1";
+
+/// What a restore found in the copy it put in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Cards `queued` or `sending` in the copy: any of them that went out after the
+    /// backup was taken would go out again once its line is resumed.
+    pub pending: i64,
+    /// All cards in the copy.
+    pub cards: i64,
+    /// The lines paused by the restore.
+    pub paused: Vec<String>,
+    /// Where the replaced database was kept, if there was one.
+    pub kept: Option<PathBuf>,
+}
+
+impl Store {
+    /// Writes a consistent copy of the database to `dest` (which must not exist).
+    pub async fn backup_into(&self, dest: &Path) -> Result<(), StoreError> {
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Database(format!("{} is not UTF-8", dest.display())))?;
+        sqlx::query(VACUUM_INTO)
+            .bind(dest)
+            .execute(&self.read)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Checks that `path` is an intact contactq database: SQLite's `quick_check` passes
+/// and the schema has the queue's tables. Returns the number of cards.
+pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+    if check != "ok" {
+        return Err(StoreError::Database(format!(
+            "{} fails SQLite's quick_check: {check}",
+            path.display()
+        )));
+    }
+    conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+        .map_err(|e| {
+            StoreError::Database(format!(
+                "{} is not a contactq database: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// Puts the copy `src` in place of `database`, pausing every line in it unless
+/// `pause` is false. The caller holds the database's lock (no daemon runs). The file
+/// replaced is kept as `<database>.before-restore-<unix seconds>`.
+pub fn restore(
+    src: &Path,
+    database: &Path,
+    pause: bool,
+    now_secs: u64,
+) -> Result<RestoreReport, StoreError> {
+    let cards = verify_copy(src)?;
+    let dir = database
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staged = sibling(database, ".restoring");
+    copy_private(src, &staged)?;
+    let result = (|| {
+        let conn = Connection::open(&staged).map_err(store_error)?;
+        conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;")
+            .map_err(store_error)?;
+        let paused = if pause { pause_all(&conn)? } else { Vec::new() };
+        let pending: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(store_error)?;
+        drop(conn);
+        Ok::<_, StoreError>((paused, pending))
+    })();
+    let (paused, pending) = match result {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    let kept = if database.exists() {
+        let kept = sibling(database, &format!(".before-restore-{now_secs}"));
+        std::fs::rename(database, &kept).map_err(|e| io(database, e))?;
+        Some(kept)
+    } else {
+        None
+    };
+    // The old file's WAL belongs to the old file: replayed onto the copy it would
+    // corrupt it.
+    for suffix in ["-wal", "-shm"] {
+        let side = sibling(database, suffix);
+        if side.exists() {
+            let keep_as = kept
+                .as_ref()
+                .map(|k| sibling(k, suffix))
+                .unwrap_or_else(|| sibling(database, &format!("{suffix}.stale")));
+            std::fs::rename(&side, &keep_as).map_err(|e| io(&side, e))?;
+        }
+    }
+    std::fs::rename(&staged, database).map_err(|e| io(database, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))?;
+    Ok(RestoreReport {
+        pending,
+        cards,
+        paused,
+        kept,
+    })
+}
+
+/// Pauses every line that has a row or a pending card; answers their names.
+fn pause_all(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    conn.execute(
+        "INSERT INTO instances (name, paused)
+             SELECT DISTINCT instance, 1 FROM messages WHERE state IN ('queued', 'sending')
+         ON CONFLICT (name) DO UPDATE SET paused = 1",
+        [],
+    )
+    .map_err(store_error)?;
+    conn.execute("UPDATE instances SET paused = 1", [])
+        .map_err(store_error)?;
+    let mut names = conn
+        .prepare("SELECT name FROM instances ORDER BY name")
+        .map_err(store_error)?;
+    let names = names
+        .query_map([], |r| r.get(0))
+        .map_err(store_error)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(store_error)?;
+    Ok(names)
+}
+
+/// Copies `src` to a new file `dest`, readable by owner and group only, synced.
+fn copy_private(src: &Path, dest: &Path) -> Result<(), StoreError> {
+    let _ = std::fs::remove_file(dest);
+    let mut from = File::open(src).map_err(|e| io(src, e))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(dest)
+        .map_err(|e| io(dest, e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| io(dest, e))?;
+    to.flush().map_err(|e| io(dest, e))?;
+    to.sync_all().map_err(|e| io(dest, e))
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn io(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{}: {e}", path.display()))
+}
