@@ -17,6 +17,10 @@ pub struct Cli {
     /// The daemon's Unix socket (client commands only).
     #[arg(long, global = true, env = "CONTACTQ_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// `socket` came from `--socket` itself, not from CONTACTQ_SOCKET (the daemon
+    /// refuses the option but tolerates an inherited variable that agrees with it).
+    #[arg(skip)]
+    pub socket_flag: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon in the foreground (what systemd starts).
     Daemon,
+    /// Check the daemon's configuration without starting it (exit 0, or 78 and the key).
+    CheckConfig,
     /// Enqueue a contact card (or a batch of them from a file); prints the new message id.
     Send(SendArgs),
     /// Per-instance overview: authorization, counts, oldest queued age, next send.
@@ -201,10 +207,18 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    Cli::try_parse_from(args).map_err(|err| {
-        let _ = err.print();
-        clap_exit_code(&err)
-    })
+    use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+    Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| {
+            let mut cli = Cli::from_arg_matches(&matches)?;
+            cli.socket_flag = matches.value_source("socket") == Some(ValueSource::CommandLine);
+            Ok(cli)
+        })
+        .map_err(|err| {
+            let _ = err.print();
+            clap_exit_code(&err)
+        })
 }
 
 /// clap exits 2 on usage errors; sysexits wants 64. Help and version are successes.
