@@ -75,16 +75,17 @@ pub struct OutputArgs {
 /// `contactq send`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SendArgs {
-    /// A `sendContact` JSON body; `-` reads stdin. A JSON array or NDJSON is a batch.
+    /// A `sendContact` JSON body; `-` reads stdin. A JSON array or NDJSON is a batch,
+    /// every card checked before any is sent (at most 64 MiB).
     #[arg(short = 'f', long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Instance name (may be omitted when exactly one instance is configured).
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
-    /// Recipient: `<digits>@c.us` or a group `…@g.us`.
+    /// Recipient: `<digits>@c.us`, `<digits>@lid` or a group `…@g.us`.
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub chat_id: Option<String>,
-    /// The card's phone number, 11 or 12 digits.
+    /// The card's phone number, 7 to 15 digits (outside 11–12 with a warning).
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub phone: Option<String>,
     /// The card's first name.
