@@ -420,10 +420,14 @@ fn check_database_path(database: &Path) -> Result<(), ConfigError> {
             format!("cannot create {}: {why}", database.display()),
         )
     };
+    // Missing, or under a file (ENOTDIR): walk up to say which part is wrong.
+    let absent = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+    };
     match std::fs::metadata(database) {
         Ok(meta) if meta.is_file() => return Ok(()),
         Ok(_) => return Err(bad("it exists and is not a regular file".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if absent(&e) => {}
         Err(e) => return Err(bad(e.to_string())),
     }
     if database.file_name().is_none() {
@@ -445,7 +449,7 @@ fn check_database_path(database: &Path) -> Result<(), ConfigError> {
                 };
             }
             Ok(_) => return Err(bad(format!("{} is not a directory", d.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir = d.parent(),
+            Err(e) if absent(&e) => dir = d.parent(),
             Err(e) => return Err(bad(format!("{}: {e}", d.display()))),
         }
     }

@@ -240,10 +240,20 @@ fn the_database_path_must_be_creatable() {
     std::fs::write(dir.path().join("file"), "x").unwrap();
     let with_db = |db: &Path| GOOD.replace("/tmp/x.db", &db.display().to_string());
     assert!(load(&with_db(&dir.path().join("new/deeper/queue.db")), &[]).is_ok());
-    for bad in [dir.path().join("file/queue.db"), dir.path().to_path_buf()] {
+    let under_file = format!("{} is not a directory", dir.path().join("file").display());
+    for (bad, why) in [
+        (dir.path().join("file/queue.db"), under_file.as_str()),
+        (dir.path().join("file/a/b/queue.db"), under_file.as_str()),
+        (
+            dir.path().to_path_buf(),
+            "it exists and is not a regular file",
+        ),
+    ] {
         let err = load(&with_db(&bad), &[]).unwrap_err().to_string();
         assert!(
-            err.contains("daemon.database") && err.contains(&bad.display().to_string()),
+            err.contains("daemon.database")
+                && err.contains(&bad.display().to_string())
+                && err.contains(why),
             "{err}"
         );
     }

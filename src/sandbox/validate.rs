@@ -248,4 +248,62 @@ mod tests {
             );
         }
     }
+
+    /// The daemon's validator and this one agree on every body, save where the daemon
+    /// is stricter on purpose (a phone outside 7..15 digits, E.164's range; a
+    /// numeric-string typingTime), so a slip in either shows here.
+    #[test]
+    fn the_daemons_validation_agrees_with_the_apis() {
+        use crate::contact::Card as DaemonCard;
+        let bodies = [
+            with(json!({})),
+            with(json!({"chatId": "123456789@lid"})),
+            with(json!({"chatId": "1@g.us"})),
+            with(json!({"chatId": "1-2@g.us"})),
+            with(json!({"chatId": "1-2@c.us"})),
+            with(json!({"chatId": "@lid"})),
+            with(json!({"chatId": "1@lid.us"})),
+            with(json!({"chatId": 5})),
+            with(json!({"typingTime": 999})),
+            with(json!({"typingTime": 1000})),
+            with(json!({"typingTime": 20000})),
+            with(json!({"typingTime": 20001})),
+            with(json!({"typingTime": -5})),
+            with(json!({"typingTime": 1.5})),
+            with(json!({"typingTime": "x"})),
+            with(json!({"quotedMessageId": "ABC"})),
+            with(json!({"quotedMessageId": 1})),
+            with(json!({"message": "hi"})),
+            with(json!({"contact": {"phoneContact": 5511912345678u64, "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": 1234567, "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": "79001234568", "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": "abc", "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": 79001234568.5, "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": 9007199254740993u64, "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": -79001234568i64, "firstName": "A"}})),
+            with(json!({"contact": {"phoneContact": 79001234568u64}})),
+            with(json!({"contact": {"phoneContact": 79001234568u64, "company": ""}})),
+            with(json!({"contact": {"phoneContact": 79001234568u64, "lastName": 5}})),
+            with(json!({"contact": {"phoneContact": 79001234568u64, "firstName": "A", "e": 1}})),
+            with(json!({"contact": "x"})),
+            json!({}),
+            json!([1]),
+        ];
+        for body in bodies {
+            let daemon = DaemonCard::parse(&body);
+            let api = card(&body);
+            assert_eq!(daemon.is_ok(), api.is_ok(), "{body}: {daemon:?} / {api:?}");
+            if let (Ok(d), Ok(a)) = (&daemon, &api) {
+                assert_eq!(d, a, "{body}: the same card");
+            }
+            if let (Err(d), Err(a)) = (&daemon, &api) {
+                // Both name the same field first.
+                let field = |t: &str| t.split('\'').nth(1).map(str::to_string);
+                assert_eq!(field(&d.detail), field(a), "{body}");
+            }
+        }
+        // Stricter on purpose: E.164 lengths only.
+        let short = with(json!({"contact": {"phoneContact": 123456, "firstName": "A"}}));
+        assert!(DaemonCard::parse(&short).is_err() && card(&short).is_ok());
+    }
 }
