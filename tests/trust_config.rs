@@ -289,12 +289,35 @@ impl ConfigDir {
     }
 }
 
+/// Runs `cmd` to its exit; a daemon that is still running after 20 s (the mistake did
+/// not stop it) is killed and the test fails, rather than hang.
+fn run_bounded(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after 20 s: the mistake did not stop it: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Runs `daemon` (and `check-config`) on a bad configuration: both exit 78 with one
 /// line that names `key` (and `also`), and nothing is created.
 fn assert_refused(cd: &ConfigDir, text: &str, key: &str, also: &str) {
     let config = cd.write(text);
     for command in ["daemon", "check-config"] {
-        let out = cd.contactq(&config, command).output().unwrap();
+        let out = run_bounded(cd.contactq(&config, command));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(78), "{command} {key}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -380,7 +403,7 @@ fn check_config_says_ok_and_starts_nothing() {
     let cd = ConfigDir::new();
     cd.write_token(TOKEN_VALUE, 0o640);
     let config = cd.write(&cd.good_text());
-    let out = cd.contactq(&config, "check-config").output().unwrap();
+    let out = run_bounded(cd.contactq(&config, "check-config"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("ok: "), "{text}");
@@ -428,25 +451,22 @@ async fn the_daemon_refuses_the_socket_option_and_a_contactq_socket_that_disagre
             "/tmp/elsewhere.sock".into(),
         ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_contactq"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_contactq"));
+        cmd.arg("--config")
             .arg(&config)
             .args(&args)
             .env_remove("CONTACTQ_SOCKET")
-            .env_remove("CONTACTQ_CONFIG")
-            .output()
-            .unwrap();
+            .env_remove("CONTACTQ_CONFIG");
+        let out = run_bounded(cmd);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
         assert!(err.contains("--socket"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     // CONTACTQ_SOCKET naming another socket: refused, naming both.
-    let out = cd
-        .contactq(&config, "daemon")
-        .env("CONTACTQ_SOCKET", "/tmp/elsewhere.sock")
-        .output()
-        .unwrap();
+    let mut cmd = cd.contactq(&config, "daemon");
+    cmd.env("CONTACTQ_SOCKET", "/tmp/elsewhere.sock");
+    let out = run_bounded(cmd);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
