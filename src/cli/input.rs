@@ -25,6 +25,9 @@ pub const BATCH_BYTES: usize = 15 * 1024 * 1024;
 /// The largest `--file` read: the whole file is parsed and checked before anything is
 /// sent, so it is held in memory; past this the command refuses to read on.
 pub const MAX_FILE: u64 = 64 * 1024 * 1024;
+/// The daemon's limit for one card's body (100 KiB): a card over it in a batch would be
+/// refused there, after earlier requests went in, so it is refused here first.
+pub const CARD_BYTES: usize = 100 * 1024;
 /// How many bad cards the error lists (it says how many there were in all).
 const LISTED_PROBLEMS: usize = 10;
 
@@ -153,7 +156,16 @@ fn validate(cards: &[Value], line_numbers: Option<&[usize]>) -> Result<(), CliEr
     let mut listed = Vec::new();
     let mut first = None;
     for (index, card) in cards.iter().enumerate() {
-        if let Err(err) = Card::parse(card) {
+        let problem = match Card::parse(card) {
+            Err(err) => Some(err.detail),
+            Ok(_) => {
+                let size = serde_json::to_vec(card).map_or(usize::MAX, |b| b.len());
+                (size > CARD_BYTES).then(|| {
+                    format!("the card is {size} bytes; one card may have at most {CARD_BYTES}")
+                })
+            }
+        };
+        if let Some(detail) = problem {
             bad += 1;
             first.get_or_insert(index);
             if listed.len() < LISTED_PROBLEMS {
@@ -161,7 +173,7 @@ fn validate(cards: &[Value], line_numbers: Option<&[usize]>) -> Result<(), CliEr
                     .and_then(|n| n.get(index))
                     .map(|n| format!(" (line {n})"))
                     .unwrap_or_default();
-                listed.push(format!("[{index}]{line}: {}", err.detail));
+                listed.push(format!("[{index}]{line}: {detail}"));
             }
         }
     }
@@ -408,6 +420,14 @@ mod tests {
             .flat_map(|c| serde_json::from_slice::<Vec<Value>>(&c.body).unwrap())
             .collect();
         assert_eq!(all, cards, "every card once, in order");
+    }
+
+    #[test]
+    fn a_card_over_100_kib_is_refused_before_anything_is_sent() {
+        let mut cards: Vec<Value> = (0..3).map(good).collect();
+        cards[2]["contact"]["company"] = json!("x".repeat(CARD_BYTES));
+        let err = classify(serde_json::to_vec(&cards).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("[2]: the card is"), "{err}");
     }
 
     #[test]
