@@ -247,16 +247,21 @@ impl Settings {
                 ))
             }
         };
+        if let Some(level) = &d.log_level {
+            check_log_level(level)?;
+        }
+        let database = d
+            .database
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default_database(env));
+        check_database_path(&database)?;
         let daemon = DaemonSettings {
             socket: d
                 .socket
                 .map(PathBuf::from)
                 .unwrap_or_else(|| default_socket(env)),
             socket_mode,
-            database: d
-                .database
-                .map(PathBuf::from)
-                .unwrap_or_else(|| default_database(env)),
+            database,
             metrics_listen,
             log_format,
             log_level: d.log_level,
@@ -283,6 +288,13 @@ impl Settings {
             keep_done: dur("keep_done", q.keep_done, "30d")?,
             request_timeout: dur("request_timeout", q.request_timeout, "30s")?,
         };
+        // A daemon without an instance would take no card and send nothing: a mistake.
+        if raw.instances.is_empty() {
+            return Err(key_error(
+                "instances",
+                "no instance configured: add an [instances.NAME] table with id_instance and api_token",
+            ));
+        }
         let mut instances = BTreeMap::new();
         for (name, inst) in raw.instances {
             instances.insert(name.clone(), instance_from_raw(&name, inst)?);
@@ -327,18 +339,18 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
             "must start with http:// or https://",
         ));
     }
-    let api_token = match (raw.api_token, raw.api_token_file) {
+    let (api_token, token_key) = match (raw.api_token, raw.api_token_file) {
         (Some(_), Some(_)) => {
             return Err(key_error(
                 key("api_token"),
                 "set api_token or api_token_file, not both",
             ))
         }
-        (Some(t), None) => t,
-        (None, Some(file)) => std::fs::read_to_string(&file)
-            .map_err(|e| key_error(key("api_token_file"), format!("cannot read {file}: {e}")))?
-            .trim()
-            .to_string(),
+        (Some(t), None) => (t, key("api_token")),
+        (None, Some(file)) => {
+            let file_key = key("api_token_file");
+            (read_token_file(&file_key, Path::new(&file))?, file_key)
+        }
         (None, None) => {
             return Err(key_error(
                 key("api_token"),
@@ -350,8 +362,8 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
     // cutting a 1-character "token" out of text would mangle it (real ones are ~50).
     if api_token.len() < 8 || api_token.contains(['/', '?', '#', ' ']) {
         return Err(key_error(
-            key("api_token"),
-            "must be at least 8 characters, without '/', '?', '#' or spaces",
+            token_key,
+            "the token must be at least 8 characters, without '/', '?', '#' or spaces",
         ));
     }
     let send_delay = parse_duration(
@@ -373,6 +385,126 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
         api_token: ApiToken::new(api_token),
         send_delay,
     })
+}
+
+/// The levels a `log_level` directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// `log_level`: a level, or comma-separated `LEVEL` / `TARGET=LEVEL` directives. A word
+/// that is not a level (`"verbose"`) would read as a target and silence every log line,
+/// so it is refused rather than passed to the filter.
+fn check_log_level(text: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| key_error("daemon.log_level", why);
+    let is_level = |l: &str| LOG_LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    for directive in text.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if directive.is_empty() || !is_level(level) {
+            return Err(bad(format!(
+                "'{directive}' is not a level ({}) or TARGET=LEVEL",
+                LOG_LEVELS.join(", ")
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| ())
+        .map_err(|e| bad(format!("'{text}' is not a log filter ({e})")))
+}
+
+/// The database file must be creatable: its nearest existing ancestor is a directory we
+/// may write in (the daemon creates the missing directories), and the file, if present,
+/// is a regular file. Checked without creating anything, so `check-config` may use it.
+fn check_database_path(database: &Path) -> Result<(), ConfigError> {
+    let bad = |why: String| {
+        key_error(
+            "daemon.database",
+            format!("cannot create {}: {why}", database.display()),
+        )
+    };
+    // Missing, or under a file (ENOTDIR): walk up to say which part is wrong.
+    let absent = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+    };
+    match std::fs::metadata(database) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(_) => return Err(bad("it exists and is not a regular file".into())),
+        Err(e) if absent(&e) => {}
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    if database.file_name().is_none() {
+        return Err(bad("the path names no file".into()));
+    }
+    let mut dir = database.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        match std::fs::metadata(d) {
+            Ok(meta) if meta.is_dir() => {
+                return if writable(d) {
+                    Ok(())
+                } else {
+                    Err(bad(format!("{} is not writable", d.display())))
+                };
+            }
+            Ok(_) => return Err(bad(format!("{} is not a directory", d.display()))),
+            Err(e) if absent(&e) => dir = d.parent(),
+            Err(e) => return Err(bad(format!("{}: {e}", d.display()))),
+        }
+    }
+    Err(bad("no existing parent directory".into()))
+}
+
+/// Whether this process may create entries in `dir` (access(2), so root passes).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// Largest token file read: real tokens are ~50 bytes; a bigger file is a wrong path
+/// (and `/dev/zero` must not be read forever).
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Reads `api_token_file`: a regular file, not readable or writable by others nor
+/// writable by its group (mode 0640 or tighter), not empty. The error names the key and
+/// the file, never the content.
+fn read_token_file(key: &str, file: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |why: String| key_error(key, format!("{}: {why}", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file".into()),
+        _ => bad(format!("cannot read it: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o037 != 0 {
+        return Err(bad(format!(
+            "mode {mode:04o} lets others read or change the token: chmod 0600 (0640 at most)"
+        )));
+    }
+    if meta.len() > MAX_TOKEN_FILE {
+        return Err(bad(format!(
+            "{} bytes; a token file holds one token (at most {MAX_TOKEN_FILE} bytes)",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut text))
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(bad("the file is empty".into()));
+    }
+    Ok(token.to_string())
 }
 
 /// Whether an API URL points at this machine (the sandbox).

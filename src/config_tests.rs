@@ -168,3 +168,94 @@ fn default_socket_follows_spec_section_2() {
     );
     assert_eq!(p(None, None), PathBuf::from("/tmp/contactq-1000.sock"));
 }
+
+#[test]
+fn log_level_takes_levels_and_target_directives_only() {
+    for ok in [
+        "info",
+        "DEBUG",
+        "warn,contactq::drain=debug",
+        "off",
+        " error ",
+    ] {
+        let text = GOOD.replace("[daemon]", &format!("[daemon]\nlog_level = {ok:?}"));
+        assert!(load(&text, &[]).is_ok(), "{ok}");
+    }
+    for bad in ["verbose", "contactq", "info,", "contactq=loud", ""] {
+        let text = GOOD.replace("[daemon]", &format!("[daemon]\nlog_level = {bad:?}"));
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("daemon.log_level"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn no_instance_is_a_configuration_error() {
+    let text = &GOOD[..GOOD.find("[instances.main]").unwrap()];
+    let err = load(text, &[]).unwrap_err().to_string();
+    assert!(err.contains("instances: no instance configured"), "{err}");
+}
+
+#[test]
+fn token_files_must_be_private_and_non_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    let token = write("filetoken\n");
+    let text = GOOD.replace(
+        "api_token = \"secrettoken\"",
+        &format!("api_token_file = \"{}\"", token.path().display()),
+    );
+    let set_mode = |mode| {
+        std::fs::set_permissions(token.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for ok in [0o600, 0o400, 0o640, 0o440, 0o700] {
+        set_mode(ok);
+        assert!(load(&text, &[]).is_ok(), "{ok:o}");
+    }
+    for bad in [0o644, 0o660, 0o604, 0o650, 0o666] {
+        set_mode(bad);
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("instances.main.api_token_file") && err.contains(&format!("{bad:04o}")),
+            "{err}"
+        );
+    }
+    set_mode(0o600);
+    std::fs::write(token.path(), "  \n").unwrap();
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("is empty"), "{err}");
+    std::fs::write(token.path(), "x".repeat(5000)).unwrap();
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("at most 4096 bytes"), "{err}");
+    let err = load(
+        &text.replace(&token.path().display().to_string(), "/dev/zero"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn the_database_path_must_be_creatable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let with_db = |db: &Path| GOOD.replace("/tmp/x.db", &db.display().to_string());
+    assert!(load(&with_db(&dir.path().join("new/deeper/queue.db")), &[]).is_ok());
+    let under_file = format!("{} is not a directory", dir.path().join("file").display());
+    for (bad, why) in [
+        (dir.path().join("file/queue.db"), under_file.as_str()),
+        (dir.path().join("file/a/b/queue.db"), under_file.as_str()),
+        (
+            dir.path().to_path_buf(),
+            "it exists and is not a regular file",
+        ),
+    ] {
+        let err = load(&with_db(&bad), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("daemon.database")
+                && err.contains(&bad.display().to_string())
+                && err.contains(why),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("new").exists(), "checking creates nothing");
+}

@@ -1,9 +1,12 @@
 //! The domain: a validated contact card, parsed once at the edge.
 //!
-//! [`Card::parse`] applies the Green API's own `sendContact` rules (SPEC §4) and
-//! returns the API's error texts, so a card that reaches the store is one the API
-//! would accept. The daemon and the sandbox share this module; it imports nothing
-//! else of ours.
+//! [`Card::parse`] applies the Green API's own `sendContact` rules (docs/api.md,
+//! section 4) and returns the API's error texts, so a card that reaches the store is one
+//! the API would accept. What the API accepts but documents otherwise (a phone of 7 to
+//! 15 digits outside the documented 11–12) passes with a warning ([`Card::warnings`]).
+//! The daemon and the CLI (`send --file` checks every card before it sends any) use this
+//! module; the sandbox has its own, independent validator. It imports nothing else of
+//! ours.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -12,6 +15,14 @@ use serde_json::{Map, Value};
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 const NAME_FIELDS: [&str; 4] = ["firstName", "middleName", "lastName", "company"];
+
+/// The phone lengths E.164 allows; the API documents only 11 and 12 but takes others
+/// (Brazilian mobiles have 13 digits).
+pub const PHONE_DIGITS: std::ops::RangeInclusive<usize> = 7..=15;
+/// The phone lengths the API documents; others pass with a warning.
+pub const DOCUMENTED_PHONE_DIGITS: std::ops::RangeInclusive<usize> = 11..=12;
+/// `typingTime`'s documented range, in milliseconds.
+pub const TYPING_TIME_MS: std::ops::RangeInclusive<i64> = 1000..=20000;
 
 /// A validation failure, carrying the Green API's text (which names the field).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +92,7 @@ impl Card {
         };
         let typing_time = match body.get("typingTime") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(parse_integer("typingTime", v)?),
+            Some(v) => Some(parse_typing_time(v)?),
         };
         reject_unknown(
             body,
@@ -94,6 +105,14 @@ impl Card {
             quoted_message_id,
             typing_time,
         })
+    }
+
+    /// What the API accepts but does not document: said in the enqueue answer's
+    /// `warnings`, never a refusal.
+    pub fn warnings(&self) -> Vec<String> {
+        phone_warning(self.contact.phone_contact)
+            .into_iter()
+            .collect()
     }
 
     /// The body as sent to the API: `phoneContact` always a JSON number.
@@ -118,15 +137,19 @@ fn parse_chat_id(value: Option<&Value>) -> Result<String, ValidationError> {
     } else {
         Err(ValidationError::new(format!(
             "'chatId' with value '{chat_id}' fails to match the required pattern: \
-             <digits>@c.us, <digits>@g.us or <digits>-<digits>@g.us"
+             <digits>@c.us, <digits>@lid, <digits>@g.us or <digits>-<digits>@g.us"
         )))
     }
 }
 
-/// `<digits>@c.us` (personal) or `<digits>@g.us` / `<digits>-<digits>@g.us` (group).
+/// `<digits>@c.us` (personal), `<digits>@lid` (a personal chat by its linked id) or
+/// `<digits>@g.us` / `<digits>-<digits>@g.us` (group).
 pub fn is_valid_chat_id(chat_id: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if let Some(user) = chat_id.strip_suffix("@c.us") {
+    if let Some(user) = chat_id
+        .strip_suffix("@c.us")
+        .or_else(|| chat_id.strip_suffix("@lid"))
+    {
         digits(user)
     } else if let Some(group) = chat_id.strip_suffix("@g.us") {
         match group.split_once('-') {
@@ -204,13 +227,30 @@ fn parse_phone(value: Option<&Value>) -> Result<u64, ValidationError> {
     if phone > MAX_SAFE_INTEGER {
         return Err(unsafe_number());
     }
-    let digits = phone.to_string().len();
-    if !(11..=12).contains(&digits) {
-        return Err(ValidationError::new(format!(
-            "{FIELD} must be an integer of 11 or 12 digits"
-        )));
+    if !PHONE_DIGITS.contains(&digit_count(phone)) {
+        return Err(out_of_range(FIELD));
     }
     Ok(phone)
+}
+
+fn out_of_range(field: &str) -> ValidationError {
+    ValidationError::new(format!(
+        "{field} must be a positive integer of {} to {} digits",
+        PHONE_DIGITS.start(),
+        PHONE_DIGITS.end()
+    ))
+}
+
+fn digit_count(phone: u64) -> usize {
+    phone.to_string().len()
+}
+
+/// `phoneContact has N digits; the API documents 11 or 12` for an accepted phone
+/// outside the documented lengths.
+pub fn phone_warning(phone: u64) -> Option<String> {
+    let digits = digit_count(phone);
+    (!DOCUMENTED_PHONE_DIGITS.contains(&digits))
+        .then(|| format!("phoneContact has {digits} digits; the API documents 11 or 12"))
 }
 
 fn number_to_u64(n: &serde_json::Number, field: &str) -> Result<u64, ValidationError> {
@@ -218,17 +258,17 @@ fn number_to_u64(n: &serde_json::Number, field: &str) -> Result<u64, ValidationE
         return Ok(u);
     }
     if n.as_i64().is_some() {
-        return Err(ValidationError::new(format!(
-            "{field} must be an integer of 11 or 12 digits"
-        )));
+        return Err(out_of_range(field));
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     if f.abs() > MAX_SAFE_INTEGER as f64 {
         Err(ValidationError::new(format!(
             "{field} must be a safe number"
         )))
-    } else if f.fract() != 0.0 || f < 0.0 {
+    } else if f.fract() != 0.0 {
         Err(ValidationError::new(format!("{field} must be an integer")))
+    } else if f < 0.0 {
+        Err(out_of_range(field))
     } else {
         Ok(f as u64)
     }
@@ -250,6 +290,25 @@ fn parse_integer(field: &str, value: &Value) -> Result<i64, ValidationError> {
             "'{field}' must be an integer"
         ))),
     }
+}
+
+/// `typingTime`: an integer of milliseconds in the documented range, with Joi's texts.
+fn parse_typing_time(value: &Value) -> Result<i64, ValidationError> {
+    const FIELD: &str = "typingTime";
+    let ms = parse_integer(FIELD, value)?;
+    if ms < *TYPING_TIME_MS.start() {
+        return Err(ValidationError::new(format!(
+            "'{FIELD}' must be greater than or equal to {}",
+            TYPING_TIME_MS.start()
+        )));
+    }
+    if ms > *TYPING_TIME_MS.end() {
+        return Err(ValidationError::new(format!(
+            "'{FIELD}' must be less than or equal to {}",
+            TYPING_TIME_MS.end()
+        )));
+    }
+    Ok(ms)
 }
 
 fn reject_unknown(
@@ -432,12 +491,19 @@ mod tests {
             detail(with(json!(79001234568.5))),
             "'contact.phoneContact' must be an integer"
         );
-        for short in [
-            json!(7900123456u64),
+        for refused in [
+            json!(790012u64),
             json!(7900123456812345u64),
             json!(-79001234568i64),
+            json!(0),
+            json!(-5.0),
+            json!("000"),
         ] {
-            assert!(detail(with(short)).contains("11 or 12 digits"));
+            assert_eq!(
+                detail(with(refused.clone())),
+                "'contact.phoneContact' must be a positive integer of 7 to 15 digits",
+                "{refused}"
+            );
         }
         assert_eq!(
             card(with(json!(790012345681u64))).contact.phone_contact,
@@ -447,6 +513,83 @@ mod tests {
             card(with(json!(79001234568.0))).contact.phone_contact,
             79001234568
         );
+    }
+
+    #[test]
+    fn phones_of_7_to_15_digits_pass_with_a_warning_outside_11_or_12() {
+        let with = |p: Value| json!({"chatId": "11001234567@c.us", "contact": {"phoneContact": p, "firstName": "A"}});
+        // A Brazilian mobile: 13 digits, as a number and as a string.
+        for brazil in [json!(5511912345678u64), json!("5511912345678")] {
+            let c = card(with(brazil));
+            assert_eq!(c.contact.phone_contact, 5511912345678);
+            assert_eq!(
+                c.warnings(),
+                ["phoneContact has 13 digits; the API documents 11 or 12"]
+            );
+        }
+        for (phone, digits) in [(1234567u64, 7), (123456789012345, 15), (1234567890, 10)] {
+            let c = card(with(json!(phone)));
+            assert_eq!(
+                c.warnings(),
+                [format!(
+                    "phoneContact has {digits} digits; the API documents 11 or 12"
+                )]
+            );
+        }
+        for documented in [79001234568u64, 790012345681] {
+            assert!(card(with(json!(documented))).warnings().is_empty());
+        }
+    }
+
+    #[test]
+    fn lid_chat_ids_are_accepted() {
+        let c = card(json!({"chatId": "123456789012345@lid",
+            "contact": {"phoneContact": 79001234568u64, "firstName": "A"}}));
+        assert_eq!(c.chat_id, "123456789012345@lid");
+        for bad in ["@lid", "12a@lid", "1-2@lid", "12@lid.us"] {
+            assert!(
+                detail(json!({"chatId": bad,
+                    "contact": {"phoneContact": 79001234568u64, "firstName": "A"}}))
+                .starts_with("'chatId' with value"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn typing_time_must_be_an_integer_from_1000_to_20000() {
+        let with = |t: Value| {
+            json!({"chatId": "11001234567@c.us", "typingTime": t,
+            "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})
+        };
+        for ok in [1000, 20000, 5000] {
+            assert_eq!(card(with(json!(ok))).typing_time, Some(ok));
+        }
+        let cases = [
+            (
+                json!(-5),
+                "'typingTime' must be greater than or equal to 1000",
+            ),
+            (
+                json!(999),
+                "'typingTime' must be greater than or equal to 1000",
+            ),
+            (
+                json!(0),
+                "'typingTime' must be greater than or equal to 1000",
+            ),
+            (
+                json!(20001),
+                "'typingTime' must be less than or equal to 20000",
+            ),
+            (json!(1e300), "'typingTime' must be a safe number"),
+            (json!(1.5), "'typingTime' must be an integer"),
+            (json!("x"), "'typingTime' must be a number"),
+            (json!(true), "'typingTime' must be a number"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(detail(with(value.clone())), text, "{value}");
+        }
     }
 
     #[test]

@@ -39,9 +39,14 @@ pub struct MessageView {
     /// Queued cards only: why it has not gone out yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
-    /// `"eta after expiry"` when the line ahead is too long for the card.
+    /// The first of `warnings`, kept for clients written before `warnings` existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Every warning about the card: a phone length the API does not document,
+    /// `"eta after expiry"` when the line ahead is too long for it. An enqueue answer
+    /// always carries it (maybe empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
     /// `GET /v1/messages/{id}` only: every attempt and state change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,

@@ -107,7 +107,7 @@ async fn sigterm_lets_the_in_flight_send_finish_and_exits_zero() {
 async fn a_second_daemon_refuses_and_a_stale_socket_is_replaced() {
     let sb = sandbox().await;
     let mut d = TestDaemon::start(&sb, DaemonConfig::default()).await;
-    let out = d.command().arg("daemon").output().unwrap();
+    let out = d.daemon_command().arg("daemon").output().unwrap();
     assert_eq!(out.status.code(), Some(75), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another contactq daemon"), "{err}");

@@ -140,8 +140,8 @@ async fn every_validation_rule_is_a_400_naming_the_field_and_stores_nothing() {
             "'contact.phoneContact' must be a safe number",
         ),
         (
-            json!({"chatId": chat, "contact": {"phoneContact": 790012345, "firstName": "A"}}),
-            "'contact.phoneContact'",
+            json!({"chatId": chat, "contact": {"phoneContact": 790012, "firstName": "A"}}),
+            "'contact.phoneContact' must be a positive integer of 7 to 15 digits",
         ),
         (
             json!({"chatId": chat, "contact": {"phoneContact": 79001234568u64}}),

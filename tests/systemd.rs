@@ -5,6 +5,7 @@
 //! skipped and pass.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -44,6 +45,8 @@ fn example_config_loads_with_every_key_it_shows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("main.token");
     std::fs::write(&token_file, "example-token-0123456789\n").expect("token file");
+    // A token file must not be readable by others (mode 0640 at most).
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     // The example reads the token from systemd's credential directory; the environment
     // layer points it at a file of ours, as an operator could.
     let env = HashMap::from([(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::view::{fresh_views, queued_view};
 use super::{AppState, PeerCred};
-use crate::contact::Card;
+use crate::contact::{phone_warning, Card};
 use crate::protocol::{BatchAccepted, MessageView};
 use crate::store::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
@@ -164,6 +164,29 @@ async fn enqueue(
 /// writer read at the commit (the new cards are at the tail), so an enqueue costs no
 /// read of its own; an idempotent repeat looks its positions up.
 async fn views(state: &AppState, rows: &[MessageRow], queued: Option<i64>) -> Vec<MessageView> {
+    let mut views = positioned_views(state, rows, queued).await;
+    views.iter_mut().for_each(with_warnings);
+    views
+}
+
+/// Every warning of an enqueue answer, the card's own (from validation) first;
+/// `warning` holds the first of them.
+fn with_warnings(view: &mut MessageView) {
+    let mut warnings: Vec<String> = view.contact["phoneContact"]
+        .as_u64()
+        .and_then(phone_warning)
+        .into_iter()
+        .collect();
+    warnings.extend(view.warnings.take().unwrap_or_default());
+    view.warning = warnings.first().cloned();
+    view.warnings = Some(warnings);
+}
+
+async fn positioned_views(
+    state: &AppState,
+    rows: &[MessageRow],
+    queued: Option<i64>,
+) -> Vec<MessageView> {
     match queued {
         Some(q) => {
             let n = rows.len() as i64;

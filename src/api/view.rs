@@ -33,6 +33,7 @@ pub fn message_view(row: &MessageRow) -> MessageView {
         eta: None,
         waiting_for: None,
         warning: None,
+        warnings: None,
         history: None,
     }
 }
@@ -119,6 +120,7 @@ impl LineView {
                 view.eta = Some(Some(format_ms(eta)));
                 if eta > row.expires_at {
                     view.warning = Some("eta after expiry".to_string());
+                    view.warnings = Some(vec!["eta after expiry".to_string()]);
                 }
             }
         }

@@ -17,6 +17,10 @@ pub struct Cli {
     /// The daemon's Unix socket (client commands only).
     #[arg(long, global = true, env = "CONTACTQ_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// `socket` came from `--socket` itself, not from CONTACTQ_SOCKET (the daemon
+    /// refuses the option but tolerates an inherited variable that agrees with it).
+    #[arg(skip)]
+    pub socket_flag: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon in the foreground (what systemd starts).
     Daemon,
+    /// Check the daemon's configuration without starting it (exit 0, or 78 and the key).
+    CheckConfig,
     /// Enqueue a contact card (or a batch of them from a file); prints the new message id.
     Send(SendArgs),
     /// Per-instance overview: authorization, counts, oldest queued age, next send.
@@ -73,16 +79,17 @@ pub struct OutputArgs {
 /// `contactq send`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SendArgs {
-    /// A `sendContact` JSON body; `-` reads stdin. A JSON array or NDJSON is a batch.
+    /// A `sendContact` JSON body; `-` reads stdin. A JSON array or NDJSON is a batch,
+    /// every card checked before any is sent (at most 64 MiB).
     #[arg(short = 'f', long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Instance name (may be omitted when exactly one instance is configured).
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
-    /// Recipient: `<digits>@c.us` or a group `…@g.us`.
+    /// Recipient: `<digits>@c.us`, `<digits>@lid` or a group `…@g.us`.
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub chat_id: Option<String>,
-    /// The card's phone number, 11 or 12 digits.
+    /// The card's phone number, 7 to 15 digits (outside 11–12 with a warning).
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub phone: Option<String>,
     /// The card's first name.
@@ -228,10 +235,18 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    Cli::try_parse_from(args).map_err(|err| {
-        let _ = err.print();
-        clap_exit_code(&err)
-    })
+    use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+    Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| {
+            let mut cli = Cli::from_arg_matches(&matches)?;
+            cli.socket_flag = matches.value_source("socket") == Some(ValueSource::CommandLine);
+            Ok(cli)
+        })
+        .map_err(|err| {
+            let _ = err.print();
+            clap_exit_code(&err)
+        })
 }
 
 /// clap exits 2 on usage errors; sysexits wants 64. Help and version are successes.

@@ -80,3 +80,17 @@ fn socket_is_global_and_list_filters_parse() {
     assert_eq!(list.state, Some(State::Failed));
     assert_eq!(list.limit, Some(5));
 }
+
+#[test]
+fn the_socket_option_is_told_apart_from_the_variable() {
+    let cli = parse(&["--socket", "/tmp/a.sock", "daemon"]).unwrap();
+    assert!(cli.socket_flag);
+    let cli = parse(&["daemon", "--socket", "/tmp/a.sock"]).unwrap();
+    assert!(cli.socket_flag, "a global option after the subcommand");
+    let cli = parse(&["daemon"]).unwrap();
+    assert!(!cli.socket_flag);
+    assert!(matches!(
+        parse(&["check-config"]).unwrap().command,
+        Command::CheckConfig
+    ));
+}

@@ -111,10 +111,17 @@ pub async fn send(ctx: &mut Ctx<'_>, args: &SendArgs) -> Result<(), CliError> {
     }
 }
 
-/// The enqueue answer may say a card will not make it before it expires.
+/// Every warning of the enqueue answer, on stderr (stdout keeps only the ids): a phone
+/// length the API does not document, a card that will not go out before it expires.
 fn warn_about(messages: &[MessageView]) {
     for m in messages {
-        if let Some(warning) = &m.warning {
+        // An older daemon sends only `warning`.
+        let warnings = match (&m.warnings, &m.warning) {
+            (Some(all), _) => all.clone(),
+            (None, Some(one)) => vec![one.clone()],
+            (None, None) => Vec::new(),
+        };
+        for warning in warnings {
             eprintln!("contactq: warning: {}: {warning}", m.id);
         }
     }

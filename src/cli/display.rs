@@ -172,7 +172,14 @@ pub fn message_detail(out: &mut dyn Write, m: &MessageView, color: bool) -> io::
         ("position", m.position.map(|p| p.to_string())),
         ("eta", eta(m)),
         ("waitingFor", m.waiting_for.clone()),
-        ("warning", m.warning.clone()),
+        (
+            "warning",
+            m.warnings
+                .as_ref()
+                .filter(|all| !all.is_empty())
+                .map(|all| all.join("; "))
+                .or_else(|| m.warning.clone()),
+        ),
     ];
     lines.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     // A fixed width (the longest key, `quotedMessageId:`), so every message lines up alike.

@@ -66,9 +66,11 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
             Ok(())
         }
         Command::Manpage => Ok(clap_mangen::Man::new(Cli::command()).render(ctx.out)?),
-        Command::Daemon | Command::Sandbox(_) | Command::Demo => Err(CliError::Usage(
-            "daemon, sandbox and demo are not client commands".into(),
-        )),
+        Command::Daemon | Command::CheckConfig | Command::Sandbox(_) | Command::Demo => {
+            Err(CliError::Usage(
+                "daemon, check-config, sandbox and demo are not client commands".into(),
+            ))
+        }
     }
 }
 

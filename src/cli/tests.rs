@@ -221,13 +221,17 @@ async fn send_without_instance_needs_exactly_one() {
 async fn an_ndjson_file_goes_to_the_batch_endpoint() {
     let (dir, socket, seen) = stand_in(&["main"]).await;
     let file = dir.path().join("cards.ndjson");
-    std::fs::write(&file, "{\"chatId\":\"1@c.us\"}\n{\"chatId\":\"2@c.us\"}\n").unwrap();
+    let cards = [1, 2].map(|n| {
+        json!({"chatId": format!("{n}@c.us"),
+               "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})
+    });
+    std::fs::write(&file, format!("{}\n{}\n", cards[0], cards[1])).unwrap();
     let (result, out) = run(&socket, &["send", "-f", file.to_str().unwrap()]).await;
     result.unwrap();
     assert_eq!(out, "01B1\n01B2\n");
     let (path, _, body) = seen.lock().unwrap()[0].clone();
     assert_eq!(path, "/v1/instances/main/sendContact:batch");
-    assert_eq!(body, json!([{"chatId":"1@c.us"},{"chatId":"2@c.us"}]));
+    assert_eq!(body, json!(cards));
 }
 
 #[tokio::test]

@@ -21,8 +21,8 @@ use super::conn::ConnHandle;
 use super::knobs::Knobs;
 use super::replies;
 use super::types::ScriptStep;
+use super::validate;
 use super::world::{now_ms, Shared};
-use crate::contact::Card;
 
 const METHODS: [&str; 5] = [
     "sendContact",
@@ -117,7 +117,7 @@ async fn send_contact(
             0 => 500,
             n => statuses[rand::rng().random_range(0..n)],
         };
-        let chat_id = Card::parse_json(body).ok().map(|c| c.chat_id);
+        let chat_id = validate::send_contact(body).ok().map(|c| c.chat_id);
         let retry = (status == 429).then(|| knobs.retry_after_seconds.unwrap_or(1));
         return replies::default_for(status, path, chat_id.as_deref(), retry);
     }
@@ -126,9 +126,9 @@ async fn send_contact(
 
 /// The real API's behaviour: validate, check the state, take the card into the queue.
 fn answer_normally(world: &Shared, id: &str, knobs: &Knobs, path: &str, body: &[u8]) -> Response {
-    let card = match Card::parse_json(body) {
+    let card = match validate::send_contact(body) {
         Ok(card) => card,
-        Err(e) => return replies::nest_error(400, path, &e.to_string()),
+        Err(text) => return replies::nest_error(400, path, &text),
     };
     // The real API queues cards for 24 h while unauthorized; these two answers are
     // what it gives meanwhile on some paths, and what the daemon must wait through.
@@ -181,7 +181,7 @@ fn scripted_effect(
     if step.status == 200 && step.body.is_none() && !step.drop_connection {
         return answer_normally(world, id, knobs, path, body);
     }
-    let card = Card::parse_json(body).ok();
+    let card = validate::send_contact(body).ok();
     let chat_id = card.as_ref().map(|c| c.chat_id.clone());
     if let (true, Some(card)) = (step.accept, card) {
         let raw: Value = serde_json::from_slice(body).unwrap_or(Value::Null);

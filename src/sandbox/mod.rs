@@ -1,8 +1,9 @@
 //! The sandbox: an in-memory Green API emulator on loopback HTTP (SPEC §8), for
 //! trying the daemon without a WhatsApp account and for tests.
 //!
-//! It serves the methods contactq uses with the real API's validation (shared with
-//! the daemon through [`crate::contact::Card`]), answers and limits, runs each
+//! It serves the methods contactq uses with the real API's validation (its own, in
+//! `validate`, independent of the daemon's, so tests can catch a mistake in either),
+//! answers and limits, runs each
 //! instance's own send queue paced by `delaySendMessagesMilliseconds`, and can be
 //! steered (state, failures, latency, scripted answers) in-process through
 //! [`Sandbox`] or over HTTP through `/sandbox/*` (see `control.rs`).
@@ -20,6 +21,7 @@ mod knobs;
 mod limits;
 mod replies;
 mod types;
+mod validate;
 mod world;
 
 #[cfg(test)]

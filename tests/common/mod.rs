@@ -148,13 +148,23 @@ impl TestDaemon {
         cmd
     }
 
+    /// `contactq` with this daemon's config only: the daemon refuses `--socket` (a
+    /// client option), its socket is `daemon.socket` in the config.
+    pub fn daemon_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_contactq"));
+        cmd.arg("--config").arg(&self.config);
+        cmd.env_remove("CONTACTQ_CONFIG")
+            .env_remove("CONTACTQ_SOCKET");
+        cmd
+    }
+
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = self.command();
+        let mut cmd = self.daemon_command();
         cmd.arg("daemon").stdout(Stdio::null()).stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
