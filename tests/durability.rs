@@ -25,12 +25,24 @@ async fn pacing_survives_a_restart() {
     d.wait_state(&first, "sent", Duration::from_secs(5)).await;
     d.restart().await;
     let second = d.enqueue_ok(&card(2)).await;
+    let enqueued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     d.wait_state(&second, "sent", Duration::from_secs(8)).await;
     let received = sb.received(ID_INSTANCE);
     let gap = received[1].received_at_ms - received[0].received_at_ms;
     assert!(
         gap >= 2990,
         "sent {gap} ms apart across a restart; send_delay is 3 s"
+    );
+    // And no later than pacing asks: 3 s after the first send, or at once if the
+    // restart took longer than that.
+    let due = (received[0].received_at_ms + 3000).max(enqueued_at);
+    let late = received[1].received_at_ms - due;
+    assert!(
+        late < 700,
+        "sent {late} ms after it was due across a restart (gap {gap} ms)"
     );
 }
 

@@ -6,7 +6,9 @@
 //! drain's one-transaction claim binds its parameters right (sqlx binds unused lower
 //! slots of a multi-statement query positionally: a wrong numbering silently binds NULL).
 
-use contactq::store::{EnqueueOutcome, EnqueueRequest, SendOutcomeRecord, Store, StoreOptions};
+use contactq::store::{
+    EnqueueOutcome, EnqueueRequest, SendOutcomeRecord, Store, StoreError, StoreOptions,
+};
 use serde_json::json;
 
 async fn store() -> (tempfile::TempDir, Store) {
@@ -108,10 +110,11 @@ async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
         .collect();
     assert_eq!(events, ["attempt", "sent"]);
     // A card that left the line is not claimed, and nothing else changes.
-    assert!(store
-        .begin_attempt(&rows[1].id, "main", 3000)
-        .await
-        .is_err());
+    let again = store.begin_attempt(&rows[1].id, "main", 3000).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(_))),
+        "a card in flight is claimed again: {again:?}"
+    );
     assert_eq!(
         store.instance("main").await.unwrap().last_send_at,
         Some(2000)

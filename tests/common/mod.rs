@@ -183,8 +183,11 @@ impl TestDaemon {
         Client::new(&self.socket)
     }
 
+    /// The daemon's log so far. Panics if it cannot be read, so "not in the logs"
+    /// checks cannot pass on a missing file.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| panic!("cannot read the daemon log {}: {e}", self.log.display()))
     }
 
     pub fn pid(&self) -> i32 {
