@@ -25,12 +25,24 @@ async fn pacing_survives_a_restart() {
     d.wait_state(&first, "sent", Duration::from_secs(5)).await;
     d.restart().await;
     let second = d.enqueue_ok(&card(2)).await;
+    let enqueued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     d.wait_state(&second, "sent", Duration::from_secs(8)).await;
     let received = sb.received(ID_INSTANCE);
     let gap = received[1].received_at_ms - received[0].received_at_ms;
     assert!(
         gap >= 2990,
         "sent {gap} ms apart across a restart; send_delay is 3 s"
+    );
+    // And no later than pacing asks: 3 s after the first send, or at once if the
+    // restart took longer than that.
+    let due = (received[0].received_at_ms + 3000).max(enqueued_at);
+    let late = received[1].received_at_ms - due;
+    assert!(
+        late < 700,
+        "sent {late} ms after it was due across a restart (gap {gap} ms)"
     );
 }
 
@@ -252,59 +264,128 @@ async fn a_full_database_answers_503_keeps_running_and_recovers() {
     assert_eq!(sb.received(ID_INSTANCE).len(), accepted.len());
 }
 
-/// Enqueue continuously while the daemon is SIGKILLed and restarted 10 times against a
-/// server that sometimes answers slowly or fails: every acknowledged card exists once,
-/// every card the server took is `sent` with its idMessage, none was received twice.
+/// Clients that enqueue in waves from the wave clock; answers what was acknowledged.
+struct Clients {
+    waves: tokio::sync::watch::Sender<u64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(String, String)>>>,
+}
+
+/// Concurrent clients of a kill -9 loop: on each wave every client sends at once, a
+/// single card or a batch of three (so the write thread commits them as a group);
+/// each keeps (id, first name) of every card it was answered 202 for.
+fn start_clients(socket: &std::path::Path, clients: u64) -> Clients {
+    use contactq::cli::client::{ApiRequest, Client};
+    let (waves, wave_rx) = tokio::sync::watch::channel(0u64);
+    let tasks = (0..clients)
+        .map(|client| {
+            let mut wave_rx = wave_rx.clone();
+            let socket = socket.to_path_buf();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while wave_rx.changed().await.is_ok() {
+                    let wave = *wave_rx.borrow_and_update();
+                    if wave == u64::MAX {
+                        break;
+                    }
+                    let batch = (client + wave) % 3 == 0;
+                    let cards: Vec<serde_json::Value> = (0..if batch { 3 } else { 1 })
+                        .map(|_| {
+                            n += 1;
+                            card(client * 1_000_000 + n)
+                        })
+                        .collect();
+                    let request = if batch {
+                        ApiRequest::post(
+                            "/v1/instances/main/sendContact:batch",
+                            Some(json!(cards).to_string().into_bytes()),
+                        )
+                    } else {
+                        ApiRequest::post(
+                            "/v1/instances/main/sendContact",
+                            Some(cards[0].to_string().into_bytes()),
+                        )
+                    };
+                    // A request cut by the kill is not acknowledged (it may or may not
+                    // have been committed): only 202s count.
+                    let Ok(answer) = Client::new(&socket).send(request).await else {
+                        continue;
+                    };
+                    if answer.status != 202 {
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+                    let rows = if batch {
+                        v["messages"].as_array().unwrap().clone()
+                    } else {
+                        vec![v]
+                    };
+                    assert_eq!(rows.len(), cards.len(), "one answer per card");
+                    for (row, sent) in rows.iter().zip(&cards) {
+                        acked.push((
+                            row["id"].as_str().unwrap().to_string(),
+                            sent["contact"]["firstName"].as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    Clients { waves, tasks }
+}
+
+/// 24 clients enqueue at the same moments (single cards and batches, so the write
+/// thread group-commits them) while the daemon is SIGKILLed 8 times, right as a wave
+/// starts, against a server that sometimes fails: every card answered 202 exists once
+/// and ends `sent`, every card the server took is `sent` with its idMessage, none was
+/// received twice, and the stored cards are exactly the ones the server received.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
-    let sb = sandbox().await;
-    sb.set_latency(None, Duration::from_millis(120));
-    sb.set_failures(None, 0.15, vec![500, 502]);
+    let started = std::time::Instant::now();
+    let sb = common::sandbox_with(contactq::sandbox::SandboxOptions {
+        rate_limits: false,
+        latency: Duration::from_millis(15),
+        ..Default::default()
+    })
+    .await;
+    sb.set_failures(None, 0.1, vec![500, 502]);
     let config = DaemonConfig {
-        send_delay: "20ms",
+        send_delay: "0s",
         reconcile_lag: "1s",
         retry_initial: "100ms",
         retry_max: "300ms",
         ..Default::default()
     };
     let mut d = TestDaemon::start(&sb, config).await;
-    let socket = d.socket.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let enqueuer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let client = contactq::cli::client::Client::new(&socket);
-            let mut acked = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let body = card(n).to_string().into_bytes();
-                let req = contactq::cli::client::ApiRequest::post(
-                    "/v1/instances/main/sendContact",
-                    Some(body),
-                );
-                match client.send(req).await {
-                    Ok(r) if r.status == 202 => {
-                        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                        acked.push((v["id"].as_str().unwrap().to_string(), n));
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            acked
-        })
-    };
-    for round in 0..10u64 {
-        tokio::time::sleep(Duration::from_millis(400 + 97 * (round % 4))).await;
+    let clients = start_clients(&d.socket, 24);
+    let mut wave = 0u64;
+    for round in 0..8u64 {
+        // Two waves the daemon answers, then one it is killed in: 0–14 ms after the
+        // clients fire, while their requests are being read, grouped and committed.
+        for _ in 0..2 {
+            wave += 1;
+            clients.waves.send(wave).unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        wave += 1;
+        clients.waves.send(wave).unwrap();
+        tokio::time::sleep(Duration::from_millis(2 * (round % 8))).await;
         d.kill9();
         d.start_again().await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = enqueuer.await.unwrap();
-    assert!(acked.len() > 50, "enough traffic: {}", acked.len());
+    // A last wave against the running daemon, then the clients stop.
+    wave += 1;
+    clients.waves.send(wave).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    clients.waves.send(u64::MAX).unwrap();
+    let mut acked = Vec::new();
+    for task in clients.tasks {
+        acked.extend(task.await.unwrap());
+    }
+    assert!(acked.len() > 200, "enough traffic: {}", acked.len());
     sb.set_failures(None, 0.0, vec![]);
-    eventually(Duration::from_secs(90), "every card ended", || async {
+    eventually(Duration::from_secs(40), "every card ended", || async {
         let s = d.status().await;
         s["queued"] == 0 && s["sending"] == 0
     })
@@ -316,21 +397,27 @@ async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
             by_id
                 .insert(m["id"].as_str().unwrap().to_string(), m.clone())
                 .is_none(),
-            "id twice"
+            "id twice: {m}"
         );
     }
-    for (id, _) in &acked {
+    for (id, name) in &acked {
         let m = by_id
             .get(id)
-            .unwrap_or_else(|| panic!("acknowledged card {id} lost"));
+            .unwrap_or_else(|| panic!("acknowledged card {id} ({name}) lost"));
+        assert_eq!(m["contact"]["firstName"], name.as_str(), "{m}");
         assert_eq!(m["state"], "sent", "{m}");
     }
-    let received = sb.received(ID_INSTANCE);
     common::assert_received_once_and_recorded(&sb, &messages);
     assert_eq!(
-        received.len(),
+        sb.received(ID_INSTANCE).len(),
         messages.len(),
         "every stored card went out exactly once"
+    );
+    eprintln!(
+        "{} cards acknowledged, {} stored, in {:?}",
+        acked.len(),
+        messages.len(),
+        started.elapsed()
     );
 }
 

@@ -47,20 +47,30 @@ async fn a_plain_400_fails_the_card_with_the_api_text_minus_the_token() {
     d.wait_state(&first, "sent", Duration::from_secs(10)).await;
 }
 
+/// Unix milliseconds now, on the clock the sandbox stamps `received_at_ms` with.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 #[tokio::test]
 async fn throttling_is_retried_after_retry_after_keeping_the_card_at_the_head() {
+    const RETRY_AFTER_MS: i64 = 3000;
     let sb = sandbox().await;
     sb.push_script(
         ID_INSTANCE,
         vec![ScriptStep {
-            retry_after: Some(1),
+            retry_after: Some(RETRY_AFTER_MS as u64 / 1000),
             ..step(429)
         }],
     );
+    // The back-off alone would retry after ~100 ms: only honouring Retry-After waits 3 s.
     let d = TestDaemon::start(
         &sb,
         DaemonConfig {
-            retry_initial: "10s",
+            retry_initial: "100ms",
             retry_max: "10s",
             ..Default::default()
         },
@@ -68,13 +78,49 @@ async fn throttling_is_retried_after_retry_after_keeping_the_card_at_the_head() 
     .await;
     let first = d.enqueue_ok(&card(1)).await;
     let second = d.enqueue_ok(&card(2)).await;
-    let sent = d.wait_state(&first, "sent", Duration::from_secs(6)).await;
+    // When the 429 was answered, as seen from here: never earlier than it really was,
+    // so the gap measured from it is never longer than the real one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sb.request_count(ID_INSTANCE, "sendContact") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no sendContact");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let throttled_at = unix_ms();
+    let sent = d.wait_state(&first, "sent", Duration::from_secs(8)).await;
     assert_eq!(sent["attempts"], 2);
     d.wait_state(&second, "sent", Duration::from_secs(6)).await;
     assert_eq!(
         common::received_names(&sb),
         ["card-1", "card-2"],
         "FIFO kept after a 429"
+    );
+    let retried_at = sb.received(ID_INSTANCE)[0].received_at_ms;
+    let gap = retried_at - throttled_at;
+    assert!(
+        gap >= RETRY_AFTER_MS - 150,
+        "retried {gap} ms after a 429 with Retry-After: 3"
+    );
+    assert!(
+        gap <= RETRY_AFTER_MS + 1500,
+        "retried {gap} ms after a 429 with Retry-After: 3, far later than asked"
+    );
+    // The daemon's own record agrees, to the millisecond: the second attempt began no
+    // sooner than Retry-After after the 429 was recorded.
+    let history = sent["history"].as_array().expect("history");
+    let at = |event: &str, nth: usize| -> i64 {
+        let h = history
+            .iter()
+            .filter(|h| h["event"] == event)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {event} #{nth} in {sent}"));
+        chrono::DateTime::parse_from_rfc3339(h["at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let waited = at("attempt", 1) - at("requeued", 0);
+    assert!(
+        waited >= RETRY_AFTER_MS,
+        "the daemon retried {waited} ms after recording the 429: {sent}"
     );
 }
 
@@ -339,7 +385,11 @@ async fn the_token_never_reaches_logs_errors_status_or_the_database() {
     assert!(logs.contains("sendContact"), "logs were captured: {logs}");
     assert!(!logs.contains(TOKEN), "token in logs");
     for file in ["queue.db", "queue.db-wal"] {
-        let bytes = std::fs::read(d.dir.path().join(file)).unwrap_or_default();
+        // Both exist while the daemon runs (WAL mode): a read error is a failure, not
+        // an empty file that trivially holds no token.
+        let bytes = std::fs::read(d.dir.path().join(file))
+            .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
+        assert!(!bytes.is_empty(), "{file} is empty");
         assert!(
             !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
             "token in {file}"

@@ -140,8 +140,12 @@ async fn daemon_reports_ready_pings_the_watchdog_and_reports_stopping() {
         .await
         .expect("the daemon exits after SIGTERM")
         .expect("wait");
-    let log = std::fs::read_to_string(&systemd.log).unwrap_or_default();
+    let log = std::fs::read_to_string(&systemd.log).expect("the daemon log is readable");
     assert_eq!(status.code(), Some(0), "exit status {status}; log:\n{log}");
+    assert!(
+        !log.is_empty(),
+        "the daemon logged nothing, so the token check below is void"
+    );
     assert!(!socket.exists(), "the socket file is left behind");
     assert!(
         !log.contains("notify-test-token"),

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::messages::MESSAGE_COLUMNS;
+use super::messages::ONE_MESSAGE;
 use super::writer::{store_error, Job};
 use super::{MessageRow, Store, StoreError};
 use crate::contact::Card;
@@ -26,7 +26,7 @@ pub const QUEUED_COUNTS: &str = "INSERT INTO counts (instance, state, n) VALUES 
     ON CONFLICT (instance, state) DO UPDATE SET n = n + excluded.n
     RETURNING n";
 
-const FIND_KEY: &str =
+pub const FIND_KEY: &str =
     "SELECT body_hash, message_ids FROM idempotency WHERE instance = ?1 AND key = ?2";
 
 const INSERT_KEY: &str = "INSERT INTO idempotency
@@ -170,8 +170,7 @@ fn rows_by_ids(
 ) -> Result<Vec<MessageRow>, StoreError> {
     let ids: Vec<String> = serde_json::from_str(ids_json)
         .map_err(|e| StoreError::Database(format!("idempotency record: {e}")))?;
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
-    let mut select = tx.prepare_cached(&sql).map_err(store_error)?;
+    let mut select = tx.prepare_cached(ONE_MESSAGE).map_err(store_error)?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
         let row = select

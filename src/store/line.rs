@@ -78,6 +78,41 @@ pub const HEAD_ROWS: &str = "SELECT id, instance, state, line_seq, chat_id, phon
 pub const IN_FLIGHT: &str = "SELECT id, chat_id, phone, attempt_started_at FROM messages
     WHERE instance = ?1 AND state = 'sending' ORDER BY line_seq LIMIT 1";
 
+/// The claim of a card (?1 id, ?2 now): `sending`, the attempt counted.
+pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attempts + 1,
+    attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts";
+
+/// The claim's history line (?1 id, ?2 now, ?3 attempt).
+pub const CLAIM_EVENT: &str = "INSERT INTO events (message_seq, at, event, attempt)
+    SELECT seq, ?2, 'attempt', ?3 FROM messages WHERE id = ?1";
+
+/// The instance's last send time, for pacing across restarts (?1 instance, ?2 now).
+pub const LAST_SEND: &str = "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
+    ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at";
+
+/// Outcome `sent` (?1 id, ?2 idMessage, ?3 now).
+pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
+    ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending'";
+
+/// Outcome `failed` (?1 id, ?2 error, ?3 now).
+pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = ?2,
+    ended_at = ?3 WHERE id = ?1 AND state = 'sending'";
+
+/// Outcome: back to `queued`, keeping its place (?1 id, ?2 error).
+pub const OUTCOME_REQUEUE: &str = "UPDATE messages SET state = 'queued', last_error = ?2
+    WHERE id = ?1 AND state = 'sending'";
+
+/// Outcome: still uncertain (?1 id, ?2 error).
+pub const OUTCOME_UNCERTAIN: &str =
+    "UPDATE messages SET last_error = ?2 WHERE id = ?1 AND state = 'sending'";
+
+/// An outcome's history line (?1 id, ?2 now, ?3 event, ?4 HTTP status, ?5 detail).
+pub const OUTCOME_EVENT: &str = "INSERT INTO events (message_seq, at, event, http_status, detail)
+    SELECT seq, ?2, ?3, ?4, ?5 FROM messages WHERE id = ?1";
+
+/// Whether an idMessage is already stored (?1).
+pub const ID_MESSAGE_TAKEN: &str = "SELECT 1 FROM messages WHERE id_message = ?1 LIMIT 1";
+
 /// Claims a card for an attempt inside the write thread's transaction: `sending`, the
 /// attempt counted and logged, the instance's last send time kept for pacing across
 /// restarts. None when the card left the queue meanwhile (cancelled, expired).
@@ -89,25 +124,16 @@ pub(super) fn write_claim(
 ) -> rusqlite::Result<Option<i64>> {
     use rusqlite::OptionalExtension;
     let attempt: Option<i64> = tx
-        .prepare_cached(
-            "UPDATE messages SET state = 'sending', attempts = attempts + 1,
-                 attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
-        )?
+        .prepare_cached(CLAIM)?
         .query_row(rusqlite::params![id, now], |r| r.get(0))
         .optional()?;
     let Some(attempt) = attempt else {
         return Ok(None);
     };
-    tx.prepare_cached(
-        "INSERT INTO events (message_seq, at, event, attempt)
-         SELECT seq, ?2, 'attempt', ?3 FROM messages WHERE id = ?1",
-    )?
-    .execute(rusqlite::params![id, now, attempt])?;
-    tx.prepare_cached(
-        "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
-         ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at",
-    )?
-    .execute(rusqlite::params![instance, now])?;
+    tx.prepare_cached(CLAIM_EVENT)?
+        .execute(rusqlite::params![id, now, attempt])?;
+    tx.prepare_cached(LAST_SEND)?
+        .execute(rusqlite::params![instance, now])?;
     Ok(Some(attempt))
 }
 
@@ -122,11 +148,8 @@ pub(super) fn write_outcome(
     use rusqlite::params;
     let (event, status, detail) = match outcome {
         SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
-                     ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending'",
-            )?
-            .execute(params![id, id_message, now])?;
+            tx.prepare_cached(OUTCOME_SENT)?
+                .execute(params![id, id_message, now])?;
             let event = match outcome {
                 SendOutcomeRecord::Sent { .. } => "sent",
                 _ => "reconciled",
@@ -134,34 +157,23 @@ pub(super) fn write_outcome(
             (event, Some(200), id_message.as_str())
         }
         SendOutcomeRecord::Failed { error, http_status } => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'failed', last_error = ?2, ended_at = ?3
-                 WHERE id = ?1 AND state = 'sending'",
-            )?
-            .execute(params![id, error, now])?;
+            tx.prepare_cached(OUTCOME_FAILED)?
+                .execute(params![id, error, now])?;
             ("failed", *http_status, error.as_str())
         }
         SendOutcomeRecord::Requeue { error, http_status } => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'queued', last_error = ?2
-                 WHERE id = ?1 AND state = 'sending'",
-            )?
-            .execute(params![id, error])?;
+            tx.prepare_cached(OUTCOME_REQUEUE)?
+                .execute(params![id, error])?;
             ("requeued", *http_status, error.as_str())
         }
         SendOutcomeRecord::Uncertain { error, http_status } => {
-            tx.prepare_cached(
-                "UPDATE messages SET last_error = ?2 WHERE id = ?1 AND state = 'sending'",
-            )?
-            .execute(params![id, error])?;
+            tx.prepare_cached(OUTCOME_UNCERTAIN)?
+                .execute(params![id, error])?;
             ("uncertain", *http_status, error.as_str())
         }
     };
-    tx.prepare_cached(
-        "INSERT INTO events (message_seq, at, event, http_status, detail)
-         SELECT seq, ?2, ?3, ?4, ?5 FROM messages WHERE id = ?1",
-    )?
-    .execute(params![id, now, event, status, detail])?;
+    tx.prepare_cached(OUTCOME_EVENT)?
+        .execute(params![id, now, event, status, detail])?;
     Ok(())
 }
 
@@ -259,11 +271,10 @@ impl Store {
     /// Whether an idMessage is already stored for some card (a journal entry matches
     /// at most one card).
     pub async fn id_message_taken(&self, id_message: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM messages WHERE id_message = ?1 LIMIT 1")
-                .bind(id_message)
-                .fetch_optional(&self.write)
-                .await?;
+        let found: Option<i64> = sqlx::query_scalar(ID_MESSAGE_TAKEN)
+            .bind(id_message)
+            .fetch_optional(&self.write)
+            .await?;
         Ok(found.is_some())
     }
 }

@@ -30,9 +30,37 @@ pub struct MessageRow {
     pub ended_at: Option<i64>,
 }
 
-pub(super) const MESSAGE_COLUMNS: &str = "id, instance, state, line_seq, chat_id, phone, body, \
-    idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at, \
-    last_error, id_message, sent_at, ended_at";
+macro_rules! message_columns {
+    () => {
+        "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
+         enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
+         sent_at, ended_at"
+    };
+}
+
+pub(super) const MESSAGE_COLUMNS: &str = message_columns!();
+
+/// The ends of an instance's queued line (?1): its first and last place.
+pub const LINE_ENDS: &str =
+    "SELECT (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
+             ORDER BY line_seq LIMIT 1),
+            (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
+             ORDER BY line_seq DESC LIMIT 1)";
+
+/// Queued cards of an instance (?1) ahead of a place in line (?2).
+pub const CARDS_AHEAD: &str = "SELECT COUNT(*) FROM messages
+    WHERE instance = ?1 AND state = 'queued' AND line_seq < ?2";
+
+/// Queued cards of an instance (?1) behind a place in line (?2).
+pub const CARDS_BEHIND: &str = "SELECT COUNT(*) FROM messages
+    WHERE instance = ?1 AND state = 'queued' AND line_seq > ?2";
+
+/// One message by id (?1).
+pub const ONE_MESSAGE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE id = ?1"
+);
 
 impl MessageRow {
     #[allow(clippy::too_many_arguments)]
@@ -90,8 +118,7 @@ pub struct ListFilter {
 
 impl Store {
     pub async fn message(&self, id: &str) -> Result<MessageRow, StoreError> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
-        sqlx::query_as(&sql)
+        sqlx::query_as(ONE_MESSAGE)
             .bind(id)
             .fetch_optional(&self.read)
             .await?
@@ -144,37 +171,26 @@ impl Store {
     /// (the total comes from the trigger-kept `counts`). A page of the newest cards in
     /// a million-card queue stays cheap.
     pub async fn position(&self, instance: &str, line_seq: i64) -> Result<i64, StoreError> {
-        let (head, tail): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
-                     ORDER BY line_seq LIMIT 1),
-                    (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
-                     ORDER BY line_seq DESC LIMIT 1)",
-        )
-        .bind(instance)
-        .fetch_one(&self.read)
-        .await?;
+        let (head, tail): (Option<i64>, Option<i64>) = sqlx::query_as(LINE_ENDS)
+            .bind(instance)
+            .fetch_one(&self.read)
+            .await?;
         let (Some(head), Some(tail)) = (head, tail) else {
             return Ok(1);
         };
         if line_seq - head <= tail - line_seq {
-            let ahead: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM messages
-                 WHERE instance = ?1 AND state = 'queued' AND line_seq < ?2",
-            )
+            let ahead: i64 = sqlx::query_scalar(CARDS_AHEAD)
+                .bind(instance)
+                .bind(line_seq)
+                .fetch_one(&self.read)
+                .await?;
+            return Ok(ahead + 1);
+        }
+        let behind: i64 = sqlx::query_scalar(CARDS_BEHIND)
             .bind(instance)
             .bind(line_seq)
             .fetch_one(&self.read)
             .await?;
-            return Ok(ahead + 1);
-        }
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages
-             WHERE instance = ?1 AND state = 'queued' AND line_seq > ?2",
-        )
-        .bind(instance)
-        .bind(line_seq)
-        .fetch_one(&self.read)
-        .await?;
         let total = self.counts(instance).await?.get("queued");
         Ok((total - behind).max(1))
     }
@@ -232,8 +248,7 @@ impl Store {
         now: i64,
         event: &str,
     ) -> Result<MessageRow, StoreError> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
-        let row: MessageRow = sqlx::query_as(&sql)
+        let row: MessageRow = sqlx::query_as(ONE_MESSAGE)
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?

@@ -231,27 +231,32 @@ impl Store {
 }
 
 /// The statements on the hot paths (enqueue, next to send, claim, outcome, expiry,
-/// status), named, for `tests/query_plans.rs`: none may scan `messages`.
+/// status, reconcile, one message and its place in line), named, for
+/// `tests/query_plans.rs`: none may scan `messages`. These are the very constants the
+/// store runs, so the test checks what runs.
 pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
     vec![
-        // The enqueue writer's statements (enqueue::INSERT_ROW, QUEUED_COUNTS) are
-        // single-row VALUES inserts: nothing to plan, nothing to scan.
+        ("enqueue: insert a card", enqueue::INSERT_ROW),
+        ("enqueue: queued count", enqueue::QUEUED_COUNTS),
+        ("enqueue: idempotency key", enqueue::FIND_KEY),
         ("next to send", line::HEAD_ROWS),
         ("card in flight", line::IN_FLIGHT),
-        (
-            "claim",
-            "UPDATE messages SET state = 'sending', attempts = attempts + 1,
-                 attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts",
-        ),
-        (
-            "outcome",
-            "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3, ended_at = ?3
-                 WHERE id = ?1 AND state = 'sending'",
-        ),
+        ("claim", line::CLAIM),
+        ("claim: history", line::CLAIM_EVENT),
+        ("claim: last send time", line::LAST_SEND),
+        ("outcome: sent", line::OUTCOME_SENT),
+        ("outcome: failed", line::OUTCOME_FAILED),
+        ("outcome: requeue", line::OUTCOME_REQUEUE),
+        ("outcome: uncertain", line::OUTCOME_UNCERTAIN),
+        ("outcome: history", line::OUTCOME_EVENT),
+        ("reconcile: idMessage taken", line::ID_MESSAGE_TAKEN),
         ("status counts", instances::COUNTS),
         ("status oldest queued", instances::OLDEST_QUEUED),
         ("expiry", maintenance::DUE_FOR_EXPIRY),
-        ("one message", "SELECT body FROM messages WHERE id = ?1"),
+        ("one message", messages::ONE_MESSAGE),
+        ("position: line ends", messages::LINE_ENDS),
+        ("position: cards ahead", messages::CARDS_AHEAD),
+        ("position: cards behind", messages::CARDS_BEHIND),
     ]
 }
 

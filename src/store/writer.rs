@@ -92,7 +92,7 @@ pub(super) fn spawn(
     Ok(jobs_tx)
 }
 
-fn open(path: &Path, max_page_count: Option<u64>) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path, max_page_count: Option<u64>) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(store_error)?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(store_error)?;
