@@ -503,3 +503,65 @@ async fn paused_held_enqueued_and_send_delay_move_with_the_line() {
     assert_eq!(status.code(), Some(0), "{}", daemon.logs());
     sandbox.shutdown();
 }
+
+/// Every dashboard query, with Grafana's variables replaced as Grafana would.
+fn dashboard_exprs() -> Vec<String> {
+    let dashboard: Value =
+        serde_json::from_str(&read("dashboards/contactq.json")).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            exprs.push(
+                expr.replace("$__rate_interval", "5m")
+                    .replace("$instance", ".*"),
+            );
+        }
+    }
+    exprs
+}
+
+#[test]
+fn promtool_accepts_the_rules_and_every_dashboard_query() {
+    // Prometheus' own parser (promtool, Debian package `prometheus`); under CI=true a
+    // missing promtool fails the test: .ci/ship-deps installs it.
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is not installed (CI=true: run .ci/ship-deps)"
+        );
+        eprintln!("promtool is not installed: skipped");
+        return;
+    }
+    let check = |file: &Path| {
+        let out = std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file)
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool check rules {}:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/alerts.yml"));
+    // The dashboard's queries as recording rules, so promtool parses each one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in dashboard_exprs().iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: contactq:dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(expr).expect("a JSON string is a YAML string")
+        ));
+    }
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, rules).expect("write");
+    check(&file);
+}

@@ -418,3 +418,38 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
         );
     }
 }
+
+#[test]
+fn manpage_dir_writes_a_page_per_subcommand_and_every_page_named_exists() {
+    // What debian/build-deb packs; runs without cargo-deb or dpkg.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let man = dir.path().join("man");
+    run(Command::new(env!("CARGO_BIN_EXE_contactq"))
+        .args(["manpage", "--dir"])
+        .arg(&man));
+    let mut pages: Vec<String> = std::fs::read_dir(&man)
+        .expect("the directory is made")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    pages.sort();
+    let mut expected: Vec<String> = SUBCOMMANDS
+        .iter()
+        .map(|s| format!("contactq-{s}.1"))
+        .chain(["contactq.1".to_string()])
+        .collect();
+    expected.sort();
+    assert_eq!(pages, expected);
+    let top = std::fs::read_to_string(man.join("contactq.1")).expect("contactq.1");
+    for page in &pages {
+        let name = page.trim_end_matches(".1").replace('-', "\\-");
+        assert!(
+            page == "contactq.1" || top.contains(&format!("{name}(1)")),
+            "contactq(1) does not point to {page}"
+        );
+    }
+    let send = std::fs::read_to_string(man.join("contactq-send.1")).expect("send page");
+    assert!(send.contains("\\-\\-chat\\-id"), "{send}");
+    // Printing one page to stdout still works as before.
+    let out = stdout(Command::new(env!("CARGO_BIN_EXE_contactq")).arg("manpage"));
+    assert!(out.contains("\n.TH contactq 1 "), "{out}");
+}
