@@ -2,8 +2,9 @@
 //! run already compiled, is checked with dpkg-deb and then installed, upgraded and
 //! purged with the real dpkg in a throw-away root (`--root` with chroot-less maintainer
 //! scripts, which work under `$DPKG_ROOT`). The installed binary runs with the
-//! installed config against the sandbox. Without cargo-deb or dpkg the test says it is
-//! skipped; under `CI=true` it fails instead (.ci/ship-deps installs them).
+//! installed config against the sandbox. Without cargo-deb, dpkg or systemd's tools the
+//! test says it is skipped; under `CI=true` it fails instead (.ci/ship-deps installs
+//! them).
 
 mod common;
 
@@ -214,6 +215,8 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
     if !available("cargo", &["deb", "--version"])
         || !available("dpkg", &["--version"])
         || !available("dpkg-deb", &["--version"])
+        || !available("systemd-sysusers", &["--version"])
+        || !available("systemd-analyze", &["--version"])
     {
         return;
     }
@@ -329,6 +332,20 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
         std::fs::read_to_string(root.join("lib/systemd/system/contactq.service")).expect("unit");
     assert!(unit.contains("\nExecStart=/usr/bin/contactq daemon\n"));
     assert!(unit.contains("\nLoadCredential=token:/etc/contactq/tokens\n"));
+    // The installed unit, read from the root by systemd's own analyzer, is as hardened
+    // as the repository's (tests/systemd.rs).
+    let security = stdout(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true"])
+            .arg(format!("--root={}", root.display()))
+            .arg("contactq.service"),
+    );
+    let score: f64 = security
+        .lines()
+        .find_map(|l| l.strip_prefix("→ Overall exposure level for contactq.service: "))
+        .and_then(|tail| tail.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    assert!(score <= 2.0, "exposure {score}:\n{security}");
     let page = std::fs::read(root.join("usr/share/man/man1/contactq.1.gz")).expect("page");
     assert_eq!(&page[..2], &[0x1f, 0x8b], "man pages are gzipped");
     // contactq(1) lists the subcommands' pages: each one it names is installed.
