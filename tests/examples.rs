@@ -37,7 +37,9 @@ fn interpreter(name: &str) -> Option<PathBuf> {
 
 /// Runs `interpreter example` against a fresh daemon; returns its stdout and the
 /// sandbox's received first names once `expect` cards have arrived.
-async fn run_example(tool: &str, script: &str, expect: &[&str]) -> Option<String> {
+/// `runs` > 1 runs it again against the same daemon (the single-card examples send an
+/// Idempotency-Key).
+async fn run_example(tool: &str, script: &str, runs: usize, expect: &[&str]) -> Option<String> {
     // The shell examples are curl commands.
     let needed: &[&str] = if tool == "sh" {
         &["sh", "curl"]
@@ -50,19 +52,32 @@ async fn run_example(tool: &str, script: &str, expect: &[&str]) -> Option<String
         .collect::<Option<Vec<_>>>()?;
     let sandbox = sandbox().await;
     let mut daemon = TestDaemon::start(&sandbox, DaemonConfig::default()).await;
-    let out = Command::new(&tools[0])
-        .arg(example(script))
-        .env("CONTACTQ_SOCKET", &daemon.socket)
-        .env("CONTACTQ_INSTANCE", "main")
-        .output()
-        .expect("run the example");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut outputs = Vec::new();
+    for _ in 0..runs {
+        let out = Command::new(&tools[0])
+            .arg(example(script))
+            .env("CONTACTQ_SOCKET", &daemon.socket)
+            .env("CONTACTQ_INSTANCE", "main")
+            .output()
+            .expect("run the example");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{script} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(stdout);
+    }
+    // A second run repeats the Idempotency-Key: the same message, no second card.
+    let first_line = |out: &String| out.lines().next().map(str::to_string);
     assert!(
-        out.status.success(),
-        "{script} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        outputs
+            .iter()
+            .all(|o| first_line(o) == first_line(&outputs[0])),
+        "{outputs:?}"
     );
+    let stdout = outputs.swap_remove(0);
     eventually(
         Duration::from_secs(30),
         "the example's cards arrive",
@@ -72,6 +87,11 @@ async fn run_example(tool: &str, script: &str, expect: &[&str]) -> Option<String
         },
     )
     .await;
+    assert_eq!(
+        daemon.all_messages().await.len(),
+        expect.len(),
+        "one stored message per card, however often the example ran"
+    );
     assert_eq!(
         received_names(&sandbox).len(),
         expect.len(),
@@ -97,14 +117,14 @@ fn assert_id_then_message(stdout: &str, first_name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_curl_example_enqueues_and_reads_back() {
-    if let Some(out) = run_example("sh", "enqueue.sh", &["Shell"]).await {
+    if let Some(out) = run_example("sh", "enqueue.sh", 2, &["Shell"]).await {
         assert_id_then_message(&out, "Shell");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_example_is_valid_as_printed() {
-    if let Some(out) = run_example("sh", "batch.sh", &["Batch-1", "Batch-2"]).await {
+    if let Some(out) = run_example("sh", "batch.sh", 1, &["Batch-1", "Batch-2"]).await {
         let answer: Value =
             serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
         let messages = answer["messages"].as_array().expect("messages");
@@ -119,14 +139,14 @@ async fn batch_example_is_valid_as_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_stdlib_example_enqueues_and_reads_back() {
-    if let Some(out) = run_example("python3", "enqueue.py", &["Python"]).await {
+    if let Some(out) = run_example("python3", "enqueue.py", 2, &["Python"]).await {
         assert_id_then_message(&out, "Python");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_stdlib_example_enqueues_and_reads_back() {
-    if let Some(out) = run_example("node", "enqueue.js", &["Node"]).await {
+    if let Some(out) = run_example("node", "enqueue.js", 2, &["Node"]).await {
         assert_id_then_message(&out, "Node");
     }
 }

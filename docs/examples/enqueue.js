@@ -47,6 +47,7 @@ async function main() {
     chatId: "11001234567@c.us",
     contact: { phoneContact: 79001234565, firstName: "Node" },
   };
+  // 202 and the new message; the same Idempotency-Key again answers 200 with it.
   const sent = await call("POST", `/v1/instances/${instance}/sendContact`, card, {
     "Idempotency-Key": "example-node-1",
   });

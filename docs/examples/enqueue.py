@@ -46,6 +46,7 @@ def main():
         "chatId": "11001234567@c.us",
         "contact": {"phoneContact": 79001234564, "firstName": "Python"},
     }
+    # 202 and the new message; the same Idempotency-Key again answers 200 with it.
     status, answer = call(
         "POST",
         f"/v1/instances/{INSTANCE}/sendContact",

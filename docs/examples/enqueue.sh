@@ -6,6 +6,8 @@ set -eu
 S="${CONTACTQ_SOCKET:-/run/contactq/contactq.sock}"
 INSTANCE="${CONTACTQ_INSTANCE:-main}"
 
+# 202 and the new message; with the same Idempotency-Key again, 200 and that same
+# message instead of a second card. Errors: 4xx/5xx with {"error":…,"detail":…}.
 answer=$(curl -sS --fail-with-body --unix-socket "$S" \
     "http://localhost/v1/instances/$INSTANCE/sendContact" \
     -H 'Content-Type: application/json' \
