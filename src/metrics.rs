@@ -10,6 +10,29 @@ pub fn enqueue_latency(elapsed: Duration) {
     metrics::histogram!("contactq_enqueue_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// Cards accepted by an enqueue (an idempotent repeat adds none).
+pub fn enqueued(instance: &str, n: u64) {
+    metrics::counter!("contactq_enqueued_total", "instance" => instance.to_string()).increment(n);
+}
+
+/// The reasons `contactq_held` can show: the `reason` label's values.
+pub const HOLD_REASONS: [&str; 4] = ["paused", "not_authorized", "back_off", "quota"];
+
+/// Why a line is held, as the `reason` label of `contactq_held`.
+fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'static str> {
+    use crate::lines::Hold;
+    if paused {
+        return Some("paused");
+    }
+    match hold? {
+        // The store says the line is not paused: a resume the drain has not seen yet.
+        Hold::Paused => None,
+        Hold::NotAuthorized { .. } => Some("not_authorized"),
+        Hold::BackOff { .. } => Some("back_off"),
+        Hold::Quota { .. } => Some("quota"),
+    }
+}
+
 /// A card reached an end state.
 pub fn ended(instance: &str, state: &'static str) {
     ended_many(instance, state, 1);
@@ -55,7 +78,8 @@ fn recorder() -> std::io::Result<PrometheusHandle> {
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` on `addr` until shutdown.
-/// Gauges (queued, sending, oldest age, authorization) are read at scrape time.
+/// Gauges (queued, sending, oldest age, authorization, paused, held, send delay) are
+/// read at scrape time.
 pub async fn serve(
     addr: std::net::SocketAddr,
     store: crate::store::Store,
@@ -69,6 +93,7 @@ pub async fn serve(
         for state in ["sent", "failed", "expired", "cancelled"] {
             ended_many(name, state, 0);
         }
+        enqueued(name, 0);
     }
     let upkeep_handle = handle.clone();
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -122,6 +147,24 @@ async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines)
             metrics::gauge!("contactq_oldest_queued_age_seconds", "instance" => label.clone())
                 .set(age);
         }
+        // The pause is the store's (it survives restarts); the other holds are live.
+        let paused = match store.instance(name).await {
+            Ok(row) => row.paused,
+            Err(_) => matches!(status.hold, Some(crate::lines::Hold::Paused)),
+        };
+        metrics::gauge!("contactq_paused", "instance" => name.to_string()).set(if paused {
+            1.0
+        } else {
+            0.0
+        });
+        let reason = hold_reason(paused, status.hold.as_ref());
+        for candidate in HOLD_REASONS {
+            let value = if reason == Some(candidate) { 1.0 } else { 0.0 };
+            metrics::gauge!("contactq_held", "instance" => name.to_string(), "reason" => candidate)
+                .set(value);
+        }
+        metrics::gauge!("contactq_send_delay_seconds", "instance" => name.to_string())
+            .set(status.send_delay_ms as f64 / 1000.0);
         for state in [
             "authorized",
             "notAuthorized",

@@ -106,7 +106,7 @@ fn commented_out_example_keys_are_valid_too() {
     std::fs::write(
         &file,
         uncommented.replace(
-            "api_token_file = \"/run/credentials/contactq.service/main\"",
+            "api_token_file = \"/run/credentials/contactq.service/token_main\"",
             "api_token = \"inline-token\"",
         ),
     )
@@ -135,16 +135,93 @@ fn units_and_example_agree_on_socket_and_token_paths() {
         example.contains(&format!("socket = \"{listen}\"")),
         "the example's socket must be contactq.socket's ListenStream= ({listen})"
     );
-    let credential = directive(&service, "LoadCredential").expect("LoadCredential=");
-    let name = credential.split(':').next().expect("name:path");
+    let (id, path) = token_credential(&service);
+    assert_eq!(
+        path, "/etc/contactq/tokens",
+        "one directory for every instance"
+    );
     assert!(
         example.contains(&format!(
-            "api_token_file = \"/run/credentials/contactq.service/{name}\""
+            "api_token_file = \"/run/credentials/contactq.service/{id}_main\""
         )),
-        "the example's api_token_file must be the credential {name}"
+        "the example's api_token_file must be the credential {id}_main"
     );
     assert_eq!(directive(&service, "Type"), Some("notify"));
     assert_eq!(directive(&socket, "SocketMode"), Some("0660"));
+}
+
+/// The unit's one `LoadCredential=ID:DIRECTORY` line, as (ID, DIRECTORY).
+fn token_credential(service: &str) -> (String, String) {
+    let lines: Vec<&str> = service
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("LoadCredential="))
+        .collect();
+    assert_eq!(lines.len(), 1, "one LoadCredential= line for all instances");
+    let (id, path) = lines[0].split_once(':').expect("LoadCredential=ID:PATH");
+    (id.to_string(), path.to_string())
+}
+
+/// What systemd does with `LoadCredential=ID:DIRECTORY` (systemd.exec(5)): every file
+/// in the directory becomes the credential `ID_FILENAME` in `$CREDENTIALS_DIRECTORY`.
+fn load_credential_directory(id: &str, source: &Path, credentials: &Path) {
+    for entry in std::fs::read_dir(source).expect("read the tokens directory") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().into_string().expect("utf-8 file name");
+        std::fs::copy(entry.path(), credentials.join(format!("{id}_{name}")))
+            .expect("copy a credential");
+    }
+}
+
+#[test]
+fn one_token_file_per_instance_reaches_its_instance_through_the_unit() {
+    // The operator's side: /etc/contactq/tokens/NAME for each instance, the example
+    // config with its second instance uncommented. systemd's side is emulated from
+    // the unit's own LoadCredential= line; the daemon's side is the real Settings.
+    let service = read("systemd/contactq.service");
+    let (id, _) = token_credential(&service);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&tokens).expect("mkdir tokens");
+    std::fs::create_dir(&credentials).expect("mkdir credentials");
+    std::fs::write(tokens.join("main"), "main-token-0123456789\n").expect("token");
+    std::fs::write(tokens.join("sales"), "sales-token-9876543210\n").expect("token");
+    load_credential_directory(&id, &tokens, &credentials);
+
+    let example = read("config/contactq.example.toml")
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("[instances.sales]")
+                    || rest.starts_with("id_instance = \"1101000002\"")
+                    || rest.starts_with(
+                        "api_token_file = \"/run/credentials/contactq.service/token_sales",
+                    )
+                    || rest.starts_with("send_delay =") =>
+            {
+                rest.to_string()
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            "/run/credentials/contactq.service/",
+            &format!("{}/", credentials.display()),
+        );
+    let file = dir.path().join("contactq.toml");
+    std::fs::write(&file, example).expect("write");
+    let settings = Settings::load_from(Some(&file), &HashMap::new())
+        .unwrap_or_else(|e| panic!("the example with two instances does not load: {e}"));
+    assert_eq!(settings.instances.len(), 2);
+    assert_eq!(
+        settings.instances["main"].api_token.expose(),
+        "main-token-0123456789"
+    );
+    assert_eq!(
+        settings.instances["sales"].api_token.expose(),
+        "sales-token-9876543210"
+    );
 }
 
 #[test]

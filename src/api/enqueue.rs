@@ -150,6 +150,7 @@ async fn enqueue(
     crate::metrics::enqueue_latency(started.elapsed());
     match outcome {
         EnqueueOutcome::Created { rows, queued } => {
+            crate::metrics::enqueued(name, rows.len() as u64);
             if let Some(line) = state.lines.get(name) {
                 line.wake.notify_one();
             }

@@ -63,7 +63,11 @@ pub enum Command {
     },
     /// Print the manual page (roff) to stdout.
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        /// Write every page instead (contactq.1, contactq-SUBCOMMAND.1) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub use crate::sandbox::SandboxArgs;

@@ -65,7 +65,13 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
             clap_complete::generate(shell, &mut Cli::command(), "contactq", ctx.out);
             Ok(())
         }
-        Command::Manpage => Ok(clap_mangen::Man::new(Cli::command()).render(ctx.out)?),
+        Command::Manpage { dir: None } => {
+            Ok(clap_mangen::Man::new(Cli::command()).render(ctx.out)?)
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir)?;
+            Ok(clap_mangen::generate_to(Cli::command(), dir)?)
+        }
         Command::Daemon | Command::CheckConfig | Command::Sandbox(_) | Command::Demo => {
             Err(CliError::Usage(
                 "daemon, check-config, sandbox and demo are not client commands".into(),
