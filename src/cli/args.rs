@@ -42,6 +42,9 @@ pub enum Command {
     Pause(InstanceArgs),
     /// Release an instance's line held by `pause` or by the quota.
     Resume(InstanceArgs),
+    /// Ask the instance's state now and end any back-off, so a re-authorized
+    /// instance drains at once (quota holds and pause stay).
+    Flush(InstanceArgs),
     /// A local Green API emulator on loopback, for trying the daemon and for tests.
     Sandbox(SandboxArgs),
     /// Start a sandbox and a daemon in a temporary directory and watch sample cards drain.
@@ -138,7 +141,7 @@ pub struct IdArgs {
     pub output: OutputArgs,
 }
 
-/// `pause`, `resume`: one instance name.
+/// `pause`, `resume`, `flush`: one instance name.
 #[derive(Debug, Clone, Default, Args)]
 pub struct InstanceArgs {
     pub name: String,

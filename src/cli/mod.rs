@@ -57,6 +57,7 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Retry(a) => commands::retry(&mut ctx, a).await,
         Command::Pause(a) => commands::pause(&mut ctx, a, false).await,
         Command::Resume(a) => commands::pause(&mut ctx, a, true).await,
+        Command::Flush(a) => commands::flush(&mut ctx, a).await,
         Command::Completions { shell } => {
             let shell: clap_complete::Shell = (*shell).into();
             clap_complete::generate(shell, &mut Cli::command(), "contactq", ctx.out);

@@ -23,7 +23,7 @@ use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
 pub use enqueue::{EnqueueOutcome, EnqueueRequest};
-pub use instances::{InstanceCounts, InstanceRow};
+pub use instances::{ChatHold, InstanceCounts, InstanceRow};
 pub use line::{SendOutcomeRecord, UncertainCard};
 pub use maintenance::EXPIRY_BATCH;
 pub use messages::{EventRow, ListFilter, MessageRow};
