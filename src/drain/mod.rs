@@ -29,7 +29,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use crate::clock::{duration_ms, remaining_ms, SharedClock};
 use crate::config::{InstanceSettings, QueueSettings};
@@ -48,6 +51,32 @@ const RESTART_MARGIN_MS: i64 = 250;
 const STATE_CALL_GAP_MS: i64 = 1100;
 /// Cards read from the head of the line at a time.
 const HEAD_BATCH: i64 = 32;
+
+/// The `send_delay` limiter, reading the drain's monotonic clock.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
+
+/// The drain's clock as `governor` reads it.
+#[derive(Debug, Clone)]
+struct LimiterClock(SharedClock);
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(
+            u64::try_from(self.0.mono_ms())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000),
+        )
+    }
+}
+
+/// At most one send per `send_delay`, no burst. A zero delay means no pacing at all
+/// (sandbox and benchmarks only).
+fn limiter(send_delay: Duration, clock: &SharedClock) -> Option<Limiter> {
+    Quota::with_period(send_delay).map(|q| {
+        RateLimiter::direct_with_clock(q.allow_burst(NonZeroU32::MIN), LimiterClock(clock.clone()))
+    })
+}
 
 /// What one step did, and so what the loop does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +97,7 @@ pub struct Drain {
     line: Arc<Line>,
     queue: QueueSettings,
     send_delay: Duration,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
     clock: SharedClock,
     backoff: Backoff,
     /// Monotonic ms: no request before this (after a temporary failure).
@@ -108,10 +137,7 @@ impl Drain {
         http: reqwest::Client,
         line: Arc<Line>,
     ) -> Self {
-        // At most one send per `send_delay`, no burst (SPEC §6). A zero delay means no
-        // pacing at all (sandbox and benchmarks only).
-        let limiter = Quota::with_period(instance.send_delay)
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)));
+        let clock = crate::clock::system();
         Self {
             name: instance.name.clone(),
             store,
@@ -119,8 +145,8 @@ impl Drain {
             line,
             queue: queue.clone(),
             send_delay: instance.send_delay,
-            limiter,
-            clock: crate::clock::system(),
+            limiter: limiter(instance.send_delay, &clock),
+            clock,
             backoff: Backoff::new(queue.retry_initial, queue.retry_max),
             backoff_until: i64::MIN,
             authorized: false,
@@ -140,6 +166,7 @@ impl Drain {
 
     /// The same drain reading `clock` (tests step it).
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.limiter = limiter(self.send_delay, &clock);
         self.clock = clock;
         self
     }
@@ -314,18 +341,16 @@ impl Drain {
             self.set_hold(None);
             return Ok(wait_until(now, next_send));
         }
-        if let Some(limiter) = &self.limiter {
-            if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                return Ok(Outcome::Wait(wait));
-            }
-        }
         // The authorization must be fresh when the request starts (see the module doc).
         if !self.authorization_fresh(now) {
             if let Some(wait) = self.check_authorization(now).await {
                 return Ok(wait);
+            }
+        }
+        if let Some(limiter) = &self.limiter {
+            if let Err(not_until) = limiter.check() {
+                let now = governor::clock::Clock::now(&LimiterClock(self.clock.clone()));
+                return Ok(Outcome::Wait(not_until.wait_time_from(now)));
             }
         }
         self.send(row, wall).await
@@ -687,3 +712,6 @@ fn outcome_status(outcome: &SendOutcome) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
