@@ -341,10 +341,14 @@ impl Drain {
             self.set_hold(None);
             return Ok(wait_until(now, next_send));
         }
-        // The authorization must be fresh when the request starts (see the module doc).
+        // The authorization must be fresh when the request starts (see the module doc);
+        // an answer that took longer than `state_poll` to come is already stale.
         if !self.authorization_fresh(now) {
             if let Some(wait) = self.check_authorization(now).await {
                 return Ok(wait);
+            }
+            if !self.authorization_fresh(self.clock.mono_ms()) {
+                return Ok(Outcome::Progress);
             }
         }
         if let Some(limiter) = &self.limiter {
