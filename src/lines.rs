@@ -100,6 +100,8 @@ pub struct Line {
     pub wake: Notify,
     /// Set by `flush` before it rings the bell: ask the state now, end any back-off.
     flush: AtomicBool,
+    /// Set by `resume` before it rings the bell: the stored chat holds changed.
+    holds_changed: AtomicBool,
 }
 
 impl LineStatus {
@@ -139,6 +141,17 @@ impl Line {
     pub fn take_flush(&self) -> bool {
         self.flush.swap(false, Ordering::SeqCst)
     }
+
+    /// The stored chat holds changed (`resume` cleared them): the drain reads them
+    /// again. Call before ringing the bell.
+    pub fn holds_changed(&self) {
+        self.holds_changed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the stored chat holds changed since the last call.
+    pub fn take_holds_changed(&self) -> bool {
+        self.holds_changed.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Every configured instance's line, by name.
@@ -163,6 +176,7 @@ impl Lines {
                         }),
                         wake: Notify::new(),
                         flush: AtomicBool::new(false),
+                        holds_changed: AtomicBool::new(true),
                     };
                     (name.to_string(), Arc::new(line))
                 })

@@ -34,6 +34,10 @@ async fn set_paused(
         .get(&name)
         .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
     state.store.set_paused(&name, paused).await?;
+    if !paused {
+        // `resume` cleared the chat holds too.
+        line.holds_changed();
+    }
     tracing::info!(instance = %name, paused, "line {}", if paused { "paused" } else { "resumed" });
     line.wake.notify_one();
     Ok(Json(PauseState {

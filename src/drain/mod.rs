@@ -253,14 +253,24 @@ impl Drain {
         if self.bell_rang() {
             self.persisted = None;
         }
+        // Chat holds are read at start and after `resume`, not after every bell.
+        if self.line.take_holds_changed() {
+            let chats = match self.store.chat_holds(&self.name).await {
+                Ok(chats) => chats,
+                Err(e) => {
+                    self.line.holds_changed();
+                    return Err(e);
+                }
+            };
+            let quota = duration_ms(self.queue.quota_retry);
+            self.chat_holds.load(&chats, wall, now, quota);
+            self.head.clear();
+            self.show_chat_holds();
+        }
         let persisted = match &self.persisted {
             Some(row) => row.clone(),
             None => {
                 let row = self.store.instance(&self.name).await?;
-                let chats = self.store.chat_holds(&self.name).await?;
-                let quota = duration_ms(self.queue.quota_retry);
-                self.chat_holds.load(&chats, wall, now, quota);
-                self.show_chat_holds();
                 self.persisted = Some(row.clone());
                 row
             }
@@ -414,9 +424,7 @@ impl Drain {
                 self.authorized_at = Some(now);
                 self.line.update(|s| {
                     s.authorization = state;
-                    if !matches!(s.hold, Some(Hold::BackOff { .. })) {
-                        s.hold = None;
-                    }
+                    s.hold = None;
                 });
                 None
             }
