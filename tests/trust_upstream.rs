@@ -51,9 +51,10 @@ async fn sends_stop_within_state_poll_when_the_instance_turns(state: &str) {
     .await;
     sb.set_state(Some(ID_INSTANCE), state);
     let at_flip = sb.received(ID_INSTANCE).len();
-    // state_poll (1 s) at 100 ms a card is 10 cards; one more may be in flight, and
-    // the daemon's next state call may wait out the API's one-per-second gap (1.1 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Sends stop within state_poll (1 s, 10 cards at 100 ms) plus the API's
+    // one-call-per-second gap (1.1 s) and one card in flight: at most 13. Without the
+    // fresh-authorization rule the 2.5 s would carry about 25.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let settled = sb.received(ID_INSTANCE).len();
     assert!(
         settled - at_flip <= 13,
