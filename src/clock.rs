@@ -1,6 +1,122 @@
-//! Wall-clock time as Unix milliseconds, and its RFC 3339 form for the API.
+//! Time, from one place: the wall clock (Unix milliseconds) for what is stored and
+//! shown, the monotonic clock for every wait (pacing, back-off, holds), and a manual
+//! clock for tests that step either one.
+//!
+//! Why two clocks: the wall clock can be stepped (NTP, an operator, a VM resumed),
+//! and a wait measured on it would stall a line when it goes back or cut a wait short
+//! when it jumps ahead. The monotonic clock only moves forward at the pace of real
+//! time, but means nothing across a restart, so persisted times stay wall times and
+//! are clamped when read back (see [`remaining_ms`]).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The two clocks a drain and the expiry task read.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Wall-clock time, Unix milliseconds: stored in the database and shown.
+    fn wall_ms(&self) -> i64;
+    /// Monotonic milliseconds since an arbitrary origin: for every wait.
+    fn mono_ms(&self) -> i64;
+}
+
+/// A clock to share between tasks.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The real clocks.
+#[derive(Debug)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl Clock for SystemClock {
+    fn wall_ms(&self) -> i64 {
+        now_ms()
+    }
+    fn mono_ms(&self) -> i64 {
+        duration_ms(self.origin.elapsed())
+    }
+}
+
+/// The real clocks, shared.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock {
+        origin: Instant::now(),
+    })
+}
+
+/// A clock that moves only when told to, for tests: `advance` moves both clocks as
+/// real time passing would; `step_wall` moves the wall clock alone, as NTP or an
+/// operator would.
+#[derive(Debug)]
+pub struct ManualClock {
+    wall: AtomicI64,
+    mono: AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(wall_ms: i64) -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            wall: AtomicI64::new(wall_ms),
+            mono: AtomicI64::new(0),
+        })
+    }
+    pub fn advance(&self, d: std::time::Duration) {
+        self.wall.fetch_add(duration_ms(d), Ordering::SeqCst);
+        self.mono.fetch_add(duration_ms(d), Ordering::SeqCst);
+    }
+    pub fn step_wall(&self, delta_ms: i64) {
+        self.wall.fetch_add(delta_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn wall_ms(&self) -> i64 {
+        self.wall.load(Ordering::SeqCst)
+    }
+    fn mono_ms(&self) -> i64 {
+        self.mono.load(Ordering::SeqCst)
+    }
+}
+
+/// "Now" for expiry: the wall clock, but never ahead of the wall time at start plus
+/// the real (monotonic) time since. A wall clock stepped forward therefore never
+/// expires a card before it has waited `max_age` of real time; one stepped back only
+/// makes cards expire later.
+#[derive(Debug, Clone)]
+pub struct ExpiryClock {
+    clock: SharedClock,
+    wall_at_start: i64,
+    mono_at_start: i64,
+}
+
+impl ExpiryClock {
+    pub fn new(clock: SharedClock) -> Self {
+        Self {
+            wall_at_start: clock.wall_ms(),
+            mono_at_start: clock.mono_ms(),
+            clock,
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        let real = self
+            .wall_at_start
+            .saturating_add(self.clock.mono_ms() - self.mono_at_start);
+        self.clock.wall_ms().min(real)
+    }
+}
+
+/// How much of a persisted wall-time deadline is left, as a wait that never exceeds
+/// `longest`: a wall clock stepped back since the deadline was written cannot
+/// stretch the wait past what it was when it was set.
+pub fn remaining_ms(deadline_wall: i64, wall_now: i64, longest: i64) -> i64 {
+    deadline_wall
+        .saturating_sub(wall_now)
+        .clamp(0, longest.max(0))
+}
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -29,6 +145,9 @@ pub fn duration_ms(d: std::time::Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::time::Duration;
+
     #[test]
     fn formats_with_millis_and_z() {
         assert_eq!(
@@ -36,5 +155,30 @@ mod tests {
             "2025-11-25T10:00:00.120Z"
         );
         assert_eq!(super::format_time_of_day(1_764_064_931_000), "10:02:11");
+    }
+
+    #[test]
+    fn expiry_never_runs_ahead_of_real_time_when_the_wall_clock_jumps_forward() {
+        let clock = ManualClock::new(1_000_000);
+        let expiry = ExpiryClock::new(clock.clone());
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(expiry.now_ms(), 1_010_000);
+        // A day's jump forward: expiry still sees 10 s of real time.
+        clock.step_wall(86_400_000);
+        assert_eq!(expiry.now_ms(), 1_010_000);
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(expiry.now_ms(), 1_015_000);
+        // A step back is followed: cards only expire later.
+        clock.step_wall(-2 * 86_400_000);
+        assert_eq!(expiry.now_ms(), 1_015_000 - 86_400_000);
+    }
+
+    #[test]
+    fn a_persisted_deadline_never_waits_longer_than_it_was_set_for() {
+        // Set at wall 1000 for 5 s; the clock then went back an hour.
+        assert_eq!(remaining_ms(6_000, 1_000 - 3_600_000, 5_000), 5_000);
+        assert_eq!(remaining_ms(6_000, 3_000, 5_000), 3_000);
+        // Forward past it: nothing left.
+        assert_eq!(remaining_ms(6_000, 9_000_000, 5_000), 0);
     }
 }

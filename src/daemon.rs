@@ -13,7 +13,7 @@ use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 
 use crate::api::{self, AppState};
-use crate::clock::{duration_ms, now_ms};
+use crate::clock::duration_ms;
 use crate::config::Settings;
 use crate::drain::Drain;
 use crate::lines::Lines;
@@ -85,17 +85,27 @@ pub async fn run_until(
         crate::metrics::serve(addr, store.clone(), lines.clone(), shutdown.clone()).await?;
     }
 
-    let http = GreenApi::http_client(settings.queue.request_timeout);
+    let http = GreenApi::http_client(settings.queue.request_timeout)
+        .map_err(|e| std::io::Error::other(e.0))?;
+    // One clock for every drain and the expiry: waits on the monotonic clock.
+    let clock = crate::clock::system();
     let mut drains = JoinSet::new();
     for instance in settings.instances.values() {
         let line = lines
             .get(&instance.name)
             .cloned()
             .expect("a line per instance");
-        let drain = Drain::new(instance, &settings.queue, store.clone(), http.clone(), line);
+        let drain = Drain::new(instance, &settings.queue, store.clone(), http.clone(), line)
+            .with_clock(clock.clone());
         drains.spawn(drain.run(shutdown.clone()));
     }
-    let upkeep = tokio::spawn(upkeep(store.clone(), settings.clone(), shutdown.clone()));
+    let expiry = crate::clock::ExpiryClock::new(clock);
+    let upkeep = tokio::spawn(upkeep(
+        store.clone(),
+        settings.clone(),
+        shutdown.clone(),
+        expiry,
+    ));
     let state = AppState {
         store: store.clone(),
         settings: settings.clone(),
@@ -219,13 +229,20 @@ fn activated_socket() -> Result<Option<UnixListener>, DaemonError> {
 
 /// Expiry every second, whether or not any instance is authorized; retention every
 /// minute (sooner for a short `keep_done`), in small batches.
-async fn upkeep(store: Store, settings: Arc<Settings>, mut shutdown: Shutdown) {
+async fn upkeep(
+    store: Store,
+    settings: Arc<Settings>,
+    mut shutdown: Shutdown,
+    expiry: crate::clock::ExpiryClock,
+) {
     let keep_done = duration_ms(settings.queue.keep_done);
     let retention_every =
         (settings.queue.keep_done / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     loop {
-        let now = now_ms();
+        // Never ahead of real time since start: a wall clock stepped forward does not
+        // expire cards early.
+        let now = expiry.now_ms();
         loop {
             match store.expire_due(now).await {
                 Ok(batch) => {

@@ -1,8 +1,9 @@
 //! The live state of each instance's line: written by its drain loop, read by the API
 //! for `status`, `eta` and `waitingFor`, and a wake-up bell the API rings after an
-//! enqueue, a pause or a resume so the drain does not have to poll.
+//! enqueue, a pause, a resume or a flush so the drain does not have to poll.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -20,6 +21,27 @@ pub enum Hold {
     BackOff { status: Option<u16>, until_ms: i64 },
     /// 466: the monthly quota is used up.
     Quota { until_ms: i64 },
+    /// The API answered 401 (the token) or 403 (the instance id): a configuration
+    /// mistake, said as one rather than as a connection error.
+    Refused { status: u16, instance: String },
+}
+
+/// What a 401 or 403 means, naming the key to fix.
+pub fn refused_text(instance: &str, status: u16) -> String {
+    match status {
+        403 => {
+            format!("the API refused the instance id (403): check instances.{instance}.id_instance")
+        }
+        _ => format!("the API refused the token ({status}): check instances.{instance}.api_token"),
+    }
+}
+
+/// The `waitingFor` of a card whose chat is held by a chats-quota 466.
+pub fn chat_hold_text(chat_id: &str, until_ms: i64) -> String {
+    format!(
+        "chat {chat_id} over the monthly chats quota (466) until {}",
+        format_time_of_day(until_ms)
+    )
 }
 
 impl Hold {
@@ -49,6 +71,7 @@ impl Hold {
                     format_time_of_day(*until_ms)
                 )
             }
+            Hold::Refused { status, instance } => refused_text(instance, *status),
         }
     }
 }
@@ -63,6 +86,8 @@ pub struct LineStatus {
     pub next_send_at: Option<i64>,
     pub last_error: Option<String>,
     pub send_delay_ms: u64,
+    /// Chats held by a chats-quota 466, with the wall time (ms) the hold ends.
+    pub chat_holds: BTreeMap<String, i64>,
     /// The drain loop's last turn; the watchdog pings only while every one is recent.
     pub heartbeat: Option<std::time::Instant>,
 }
@@ -71,8 +96,12 @@ pub struct LineStatus {
 #[derive(Debug)]
 pub struct Line {
     status: Mutex<LineStatus>,
-    /// Rung after an enqueue, a pause, a resume or a retry.
+    /// Rung after an enqueue, a pause, a resume, a retry or a flush.
     pub wake: Notify,
+    /// Set by `flush` before it rings the bell: ask the state now, end any back-off.
+    flush: AtomicBool,
+    /// Set by `resume` before it rings the bell: the stored chat holds changed.
+    holds_changed: AtomicBool,
 }
 
 impl LineStatus {
@@ -100,6 +129,29 @@ impl Line {
     pub fn update(&self, change: impl FnOnce(&mut LineStatus)) {
         change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
+
+    /// `contactq flush NAME`: the drain asks `getStateInstance` at its next turn and
+    /// drops any back-off.
+    pub fn request_flush(&self) {
+        self.flush.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether a flush was asked for since the last call.
+    pub fn take_flush(&self) -> bool {
+        self.flush.swap(false, Ordering::SeqCst)
+    }
+
+    /// The stored chat holds changed (`resume` cleared them): the drain reads them
+    /// again. Call before ringing the bell.
+    pub fn holds_changed(&self) {
+        self.holds_changed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the stored chat holds changed since the last call.
+    pub fn take_holds_changed(&self) -> bool {
+        self.holds_changed.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Every configured instance's line, by name.
@@ -119,9 +171,12 @@ impl Lines {
                             next_send_at: None,
                             last_error: None,
                             send_delay_ms,
+                            chat_holds: BTreeMap::new(),
                             heartbeat: None,
                         }),
                         wake: Notify::new(),
+                        flush: AtomicBool::new(false),
+                        holds_changed: AtomicBool::new(true),
                     };
                     (name.to_string(), Arc::new(line))
                 })

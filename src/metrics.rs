@@ -172,6 +172,7 @@ async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines)
             "sleepMode",
             "starting",
             "yellowCard",
+            "suspended",
             "unknown",
         ] {
             let value = if status.authorization == state {

@@ -120,6 +120,14 @@ pub struct PauseState {
     pub paused: bool,
 }
 
+/// `POST /v1/instances/{name}/flush` answer: the drain was told to ask the state now
+/// and end any back-off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlushState {
+    pub instance: String,
+    pub flushed: bool,
+}
+
 /// Every error answer: `{"error": "...", "details": "..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

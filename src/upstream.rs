@@ -28,8 +28,13 @@ pub enum SendOutcome {
         error: String,
         retry_after: Option<Duration>,
     },
-    /// 466: the monthly quota is used up; hold the line.
+    /// 466 for the method or of an unknown kind: the monthly quota is used up; hold
+    /// the whole line.
     QuotaExceeded { error: String },
+    /// 466 whose `correspondentsStatus` is `CORRESPONDENTS_QUOTE_EXCEEDED`: this month
+    /// only the chats already written to can be reached, so this card's chat is
+    /// refused, not the line.
+    ChatQuotaExceeded { error: String },
     /// 499, 5xx, a time-out, a connection lost mid-request, or a 200 without an
     /// `idMessage`: the API may have taken the card; reconcile before going on.
     Uncertain { status: Option<u16>, error: String },
@@ -39,6 +44,34 @@ pub enum SendOutcome {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct UpstreamError(pub String);
+
+/// Why `getStateInstance` gave no state.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// 401 (the token) or 403 (the instance id): asking again will not help until the
+    /// configuration is fixed.
+    #[error("getStateInstance: {status} {error}")]
+    Refused { status: u16, error: String },
+    /// Anything else (unreachable, 5xx, a strange answer): a temporary failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The longest answer read from `sendContact`, `getStateInstance` and `getSettings`:
+/// a real one is a few hundred bytes, so anything longer is not the API's answer.
+pub const SMALL_ANSWER_CAP: usize = 64 * 1024;
+/// The longest journal (`lastOutgoingMessages`) or queue (`showMessagesQueue`) read: a
+/// day of a busy instance's entries fits many times over.
+pub const LIST_ANSWER_CAP: usize = 32 * 1024 * 1024;
+
+/// Why an answer's body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    /// Longer than the cap: reading stopped there.
+    TooLong(usize),
+    /// The connection failed mid-body.
+    Lost(reqwest::Error),
+}
 
 /// One outgoing message from `lastOutgoingMessages` or `showMessagesQueue`.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,14 +124,20 @@ impl GreenApi {
     }
 
     /// A shared HTTP client with the request time-out (well under the watchdog).
-    pub fn http_client(request_timeout: Duration) -> reqwest::Client {
+    ///
+    /// Redirects are never followed: the token is in the path, so following a 3xx
+    /// would hand it (and the card) to whatever host the answer names; a 3xx is
+    /// classified as a temporary failure instead. A client that cannot be built is an
+    /// error, never a silent fallback to a client without time-outs.
+    pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, UpstreamError> {
         reqwest::Client::builder()
             .timeout(request_timeout)
             .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(50))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("contactq/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default()
+            .map_err(|e| UpstreamError(format!("cannot build the HTTP client: {e}")))
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -128,9 +167,16 @@ impl GreenApi {
         };
         let status = response.status().as_u16();
         let retry_after = retry_after(&response);
-        let text = match response.text().await {
+        let text = match read_capped(response, SMALL_ANSWER_CAP).await {
             Ok(t) => t,
-            Err(e) => {
+            // The request was written and an answer began: the API may have taken it.
+            Err(BodyError::TooLong(cap)) => {
+                return SendOutcome::Uncertain {
+                    status: Some(status),
+                    error: format!("answer {status} longer than {cap} bytes; not read"),
+                }
+            }
+            Err(BodyError::Lost(e)) => {
                 return SendOutcome::Uncertain {
                     status: Some(status),
                     error: format!("answer {status} lost: {}", self.error_text(e)),
@@ -175,27 +221,57 @@ impl GreenApi {
     }
 
     /// `GET getStateInstance`: the `stateInstance` text.
-    pub async fn state(&self) -> Result<String, UpstreamError> {
+    pub async fn state(&self) -> Result<String, StateError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct State {
-            state_instance: String,
+            state_instance: Option<String>,
+            code: Option<u16>,
         }
-        let state: State = self.get_json("getStateInstance", &[]).await?;
-        Ok(state.state_instance)
+        let (status, text) = self
+            .get_text("getStateInstance", &[], SMALL_ANSWER_CAP)
+            .await
+            .map_err(|e| StateError::Other(e.0))?;
+        let parsed: Option<State> = serde_json::from_str(&text).ok();
+        // A 200 carrying {"code":401} is the API's other way of saying 401.
+        let refused = match (status, parsed.as_ref().and_then(|s| s.code)) {
+            (401 | 403, _) => Some(status),
+            (200, Some(code @ (401 | 403))) => Some(code),
+            _ => None,
+        };
+        if let Some(status) = refused {
+            return Err(StateError::Refused {
+                status,
+                error: api_message(&self.redactor.clean(&text)),
+            });
+        }
+        match (status, parsed.and_then(|s| s.state_instance)) {
+            (200, Some(state)) => Ok(state),
+            _ => Err(StateError::Other(self.unexpected(
+                "getStateInstance",
+                status,
+                &text,
+            ))),
+        }
     }
 
     /// `GET lastOutgoingMessages?minutes=N`.
     pub async fn last_outgoing(&self, minutes: u32) -> Result<Vec<JournalEntry>, UpstreamError> {
         let entries: Vec<Value> = self
-            .get_json("lastOutgoingMessages", &[("minutes", minutes.to_string())])
+            .get_json(
+                "lastOutgoingMessages",
+                &[("minutes", minutes.to_string())],
+                LIST_ANSWER_CAP,
+            )
             .await?;
         Ok(entries.iter().filter_map(journal_entry).collect())
     }
 
     /// `GET showMessagesQueue`: messages the API accepted but has not sent yet.
     pub async fn queue(&self) -> Result<Vec<JournalEntry>, UpstreamError> {
-        let entries: Vec<Value> = self.get_json("showMessagesQueue", &[]).await?;
+        let entries: Vec<Value> = self
+            .get_json("showMessagesQueue", &[], LIST_ANSWER_CAP)
+            .await?;
         Ok(entries.iter().filter_map(queue_entry).collect())
     }
 
@@ -203,24 +279,11 @@ impl GreenApi {
         &self,
         method: &str,
         query: &[(&str, String)],
+        cap: usize,
     ) -> Result<T, UpstreamError> {
-        let response = self
-            .http
-            .get(self.url(method))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| UpstreamError(format!("{method}: {}", self.error_text(e))))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| UpstreamError(format!("{method}: {}", self.error_text(e))))?;
+        let (status, text) = self.get_text(method, query, cap).await?;
         if status != 200 {
-            return Err(UpstreamError(format!(
-                "{method}: {status} {}",
-                self.redactor.clean(&shorten(&text))
-            )));
+            return Err(UpstreamError(self.unexpected(method, status, &text)));
         }
         serde_json::from_str(&text).map_err(|e| {
             UpstreamError(format!(
@@ -229,6 +292,51 @@ impl GreenApi {
             ))
         })
     }
+
+    /// A GET's status and body, the body read up to `cap` bytes.
+    async fn get_text(
+        &self,
+        method: &str,
+        query: &[(&str, String)],
+        cap: usize,
+    ) -> Result<(u16, String), UpstreamError> {
+        let response = self
+            .http
+            .get(self.url(method))
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| UpstreamError(format!("{method}: {}", self.error_text(e))))?;
+        let status = response.status().as_u16();
+        let text = read_capped(response, cap).await.map_err(|e| match e {
+            BodyError::TooLong(cap) => UpstreamError(format!(
+                "{method}: answer {status} longer than {cap} bytes; not read"
+            )),
+            BodyError::Lost(e) => UpstreamError(format!("{method}: {}", self.error_text(e))),
+        })?;
+        Ok((status, text))
+    }
+
+    fn unexpected(&self, method: &str, status: u16, text: &str) -> String {
+        format!("{method}: {status} {}", self.redactor.clean(&shorten(text)))
+    }
+}
+
+/// Reads an answer's body chunk by chunk, stopping (and dropping the connection) as
+/// soon as it passes `cap`: a hostile or broken server cannot make the daemon buffer
+/// more than that.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<String, BodyError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLong(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Lost)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLong(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Classifies an HTTP answer to `sendContact` (the text already redacted).
@@ -286,6 +394,9 @@ pub fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> SendO
             error: format!("429 {message}"),
             retry_after,
         },
+        466 if chats_quota_exceeded(text) => SendOutcome::ChatQuotaExceeded {
+            error: format!("466 {message}"),
+        },
         466 => SendOutcome::QuotaExceeded {
             error: format!("466 {message}"),
         },
@@ -301,6 +412,18 @@ pub fn classify(status: u16, text: &str, retry_after: Option<Duration>) -> SendO
     }
 }
 
+/// Whether a 466 body is the chats quota (`correspondentsStatus.status` is
+/// `CORRESPONDENTS_QUOTE_EXCEEDED`) and not the method quota (`invokeStatus.status` is
+/// `QUOTE_EXCEEDED`): only the former refuses one chat rather than the instance.
+fn chats_quota_exceeded(text: &str) -> bool {
+    let Ok(json) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let status = |p: &str| json.pointer(p).and_then(Value::as_str);
+    status("/correspondentsStatus/status") == Some("CORRESPONDENTS_QUOTE_EXCEEDED")
+        && status("/invokeStatus/status") != Some("QUOTE_EXCEEDED")
+}
+
 /// The API's own words from an error body: `message`, `description`, or the text.
 fn api_message(text: &str) -> String {
     let json: Option<Value> = serde_json::from_str(text).ok();
@@ -310,8 +433,16 @@ fn api_message(text: &str) -> String {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    let quota = |k: &str| {
+        json.as_ref()
+            .and_then(|v| v.pointer(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let message = field("message")
         .or_else(|| field("description"))
+        .or_else(|| quota("/correspondentsStatus/description"))
+        .or_else(|| quota("/invokeStatus/description"))
         .or_else(|| {
             json.as_ref()
                 .and_then(|v| v.get("correspondentsStatus"))

@@ -1,4 +1,4 @@
-//! `POST /v1/instances/{name}/pause|resume`, `GET /v1/status`, `GET /v1/health`.
+//! `POST /v1/instances/{name}/pause|resume|flush`, `GET /v1/status`, `GET /v1/health`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
 use crate::lines::LineStatus;
-use crate::protocol::{Health, InstanceStatus, PauseState, StatusView};
+use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
 
 pub async fn pause(
     State(state): State<AppState>,
@@ -34,11 +34,34 @@ async fn set_paused(
         .get(&name)
         .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
     state.store.set_paused(&name, paused).await?;
+    if !paused {
+        // `resume` cleared the chat holds too.
+        line.holds_changed();
+    }
     tracing::info!(instance = %name, paused, "line {}", if paused { "paused" } else { "resumed" });
     line.wake.notify_one();
     Ok(Json(PauseState {
         instance: name,
         paused,
+    }))
+}
+
+/// `POST /v1/instances/{name}/flush`: the drain asks `getStateInstance` now and ends
+/// any back-off, so a re-authorized instance drains at once. Quota holds stay (they
+/// end with `quota_retry` or `resume`); a paused line stays paused.
+pub async fn flush(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FlushState>, ApiError> {
+    let line = state
+        .lines
+        .get(&name)
+        .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
+    line.request_flush();
+    tracing::info!(instance = %name, "flush asked");
+    Ok(Json(FlushState {
+        instance: name,
+        flushed: true,
     }))
 }
 

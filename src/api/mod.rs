@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{name}/pause", post(instances::pause))
         .route("/v1/instances/{name}/resume", post(instances::resume))
+        .route("/v1/instances/{name}/flush", post(instances::flush))
         .route("/v1/messages", get(messages::list))
         .route(
             "/v1/messages/{id}",

@@ -94,6 +94,8 @@ struct LineView {
     start: Option<i64>,
     delay: i64,
     waiting_for: String,
+    /// Chats held by a chats-quota 466 and when their holds end (ms).
+    chat_holds: std::collections::BTreeMap<String, i64>,
 }
 
 impl LineView {
@@ -106,12 +108,20 @@ impl LineView {
             start: status.first_send_at(now),
             delay: status.send_delay_ms as i64,
             waiting_for,
+            chat_holds: status.chat_holds.clone(),
         }
     }
 
     fn view(&self, row: &MessageRow, position: i64) -> MessageView {
         let mut view = message_view(row);
         view.position = Some(position);
+        // A held chat's card steps aside: no eta until its hold ends (or `resume`),
+        // unless the whole line is held, which says more.
+        if let (Some(&until), Some(_)) = (self.chat_holds.get(&row.chat_id), self.start) {
+            view.waiting_for = Some(crate::lines::chat_hold_text(&row.chat_id, until));
+            view.eta = Some(None);
+            return view;
+        }
         view.waiting_for = Some(self.waiting_for.clone());
         match self.start {
             None => view.eta = Some(None),

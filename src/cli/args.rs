@@ -48,6 +48,9 @@ pub enum Command {
     Pause(InstanceArgs),
     /// Release an instance's line held by `pause` or by the quota.
     Resume(InstanceArgs),
+    /// Ask the instance's state now and end any back-off, so a re-authorized
+    /// instance drains at once (quota holds and pause stay).
+    Flush(InstanceArgs),
     /// Write a consistent copy of the queue to DEST while the daemon runs.
     Backup(BackupArgs),
     /// Put a backup in place of the database (the daemon must be stopped); pauses every line.
@@ -176,7 +179,7 @@ pub struct IdArgs {
     pub output: OutputArgs,
 }
 
-/// `pause`, `resume`: one instance name.
+/// `pause`, `resume`, `flush`: one instance name.
 #[derive(Debug, Clone, Default, Args)]
 pub struct InstanceArgs {
     pub name: String,

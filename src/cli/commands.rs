@@ -300,3 +300,20 @@ pub async fn pause(ctx: &mut Ctx<'_>, args: &InstanceArgs, resume: bool) -> Resu
     let word = if paused { "paused" } else { "resumed" };
     Ok(writeln!(ctx.out, "{word} {}", args.name)?)
 }
+
+/// `contactq flush NAME`: the drain asks the state now and ends any back-off.
+pub async fn flush(ctx: &mut Ctx<'_>, args: &InstanceArgs) -> Result<(), CliError> {
+    let path = format!("/v1/instances/{}/flush", encode(&args.name));
+    let response = check(
+        ctx.client.send(ApiRequest::post(path, None)).await?,
+        NotFound::Instance,
+    )?;
+    if args.output.json {
+        return Ok(display::raw_json(ctx.out, &response.body)?);
+    }
+    Ok(writeln!(
+        ctx.out,
+        "flushed {}: asking its state now, back-off ended",
+        args.name
+    )?)
+}

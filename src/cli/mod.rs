@@ -58,6 +58,7 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Retry(a) => commands::retry(&mut ctx, a).await,
         Command::Pause(a) => commands::pause(&mut ctx, a, false).await,
         Command::Resume(a) => commands::pause(&mut ctx, a, true).await,
+        Command::Flush(a) => commands::flush(&mut ctx, a).await,
         Command::Backup(a) => offline::backup(&mut ctx, a).await,
         Command::Restore(a) => offline::restore(&mut ctx, cli.config.as_deref(), a),
         Command::Completions { shell } => {

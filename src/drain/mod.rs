@@ -4,6 +4,14 @@
 //! authorization, reconcile an uncertain card, or send the head of the line) and
 //! returns an [`Outcome`]; [`Drain::run`] alone decides when to sleep.
 //!
+//! A send starts only while the drain holds an `authorized` answer from a
+//! `getStateInstance` call that started less than `state_poll` ago: the API takes
+//! sends while the instance is logged out, blocked or on a yellow card and drops them
+//! a day later, so a 200 from `sendContact` proves nothing about the instance.
+//!
+//! Every wait (pacing, back-off, holds) is measured on the monotonic clock of
+//! [`crate::clock`]; wall times are only stored and shown.
+//!
 //! A drain reads the database as little as it can, because a thousand of them share
 //! one write connection: it keeps its instance's row (read again after a bell, which
 //! the API rings on pause and resume), a few cards from the head of its line (claimed
@@ -13,6 +21,7 @@
 //! card when that follows at once, so a steady drain pays one fsync per send.
 
 mod backoff;
+mod holds;
 mod reconcile;
 
 use std::collections::VecDeque;
@@ -20,14 +29,17 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-use crate::clock::{duration_ms, now_ms};
+use crate::clock::{duration_ms, remaining_ms, SharedClock};
 use crate::config::{InstanceSettings, QueueSettings};
-use crate::lines::{Hold, Line};
+use crate::lines::{refused_text, Hold, Line};
 use crate::shutdown::Shutdown;
 use crate::store::{InstanceRow, MessageRow, SendOutcomeRecord, Store, StoreError};
-use crate::upstream::{GreenApi, SendOutcome};
+use crate::upstream::{GreenApi, SendOutcome, StateError};
 
 pub use backoff::Backoff;
 
@@ -39,6 +51,32 @@ const RESTART_MARGIN_MS: i64 = 250;
 const STATE_CALL_GAP_MS: i64 = 1100;
 /// Cards read from the head of the line at a time.
 const HEAD_BATCH: i64 = 32;
+
+/// The `send_delay` limiter, reading the drain's monotonic clock.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
+
+/// The drain's clock as `governor` reads it.
+#[derive(Debug, Clone)]
+struct LimiterClock(SharedClock);
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(
+            u64::try_from(self.0.mono_ms())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000),
+        )
+    }
+}
+
+/// At most one send per `send_delay`, no burst. A zero delay means no pacing at all
+/// (sandbox and benchmarks only).
+fn limiter(send_delay: Duration, clock: &SharedClock) -> Option<Limiter> {
+    Quota::with_period(send_delay).map(|q| {
+        RateLimiter::direct_with_clock(q.allow_burst(NonZeroU32::MIN), LimiterClock(clock.clone()))
+    })
+}
 
 /// What one step did, and so what the loop does next.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +97,23 @@ pub struct Drain {
     line: Arc<Line>,
     queue: QueueSettings,
     send_delay: Duration,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
+    clock: SharedClock,
     backoff: Backoff,
+    /// Monotonic ms: no request before this (after a temporary failure).
     backoff_until: i64,
+    /// Whether the last `getStateInstance` answer was `authorized`.
     authorized: bool,
+    /// Monotonic ms: when the `getStateInstance` call that answered `authorized`
+    /// started; a send needs it less than `state_poll` old.
+    authorized_at: Option<i64>,
+    /// Monotonic ms: the state is not asked again before this.
     next_state_check: i64,
     last_state_call: i64,
+    /// The line's persisted quota hold (wall end) and its monotonic end.
+    line_hold: Option<(i64, i64)>,
+    /// Chats held by a chats-quota 466.
+    chat_holds: holds::ChatHolds,
     reconcile: reconcile::Reconciler,
     /// The instance's persisted row, None until read (again).
     persisted: Option<InstanceRow>,
@@ -75,8 +124,9 @@ pub struct Drain {
     /// A `sent`/`failed` outcome not yet written: it goes with the next claim, or is
     /// written at the end of the step that does not send.
     pending: Option<(String, SendOutcomeRecord, i64)>,
-    /// When the latest request went out (after its claim was committed), for pacing.
-    last_request: Option<Instant>,
+    /// Monotonic ms: pacing allows the next request from this moment; None until it
+    /// is first computed from the persisted last send time.
+    next_send: Option<i64>,
 }
 
 impl Drain {
@@ -87,10 +137,7 @@ impl Drain {
         http: reqwest::Client,
         line: Arc<Line>,
     ) -> Self {
-        // At most one send per `send_delay`, no burst (SPEC §6). A zero delay means no
-        // pacing at all (sandbox and benchmarks only).
-        let limiter = Quota::with_period(instance.send_delay)
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)));
+        let clock = crate::clock::system();
         Self {
             name: instance.name.clone(),
             store,
@@ -98,19 +145,30 @@ impl Drain {
             line,
             queue: queue.clone(),
             send_delay: instance.send_delay,
-            limiter,
+            limiter: limiter(instance.send_delay, &clock),
+            clock,
             backoff: Backoff::new(queue.retry_initial, queue.retry_max),
-            backoff_until: 0,
+            backoff_until: i64::MIN,
             authorized: false,
-            next_state_check: 0,
-            last_state_call: 0,
+            authorized_at: None,
+            next_state_check: i64::MIN,
+            last_state_call: i64::MIN / 2,
+            line_hold: None,
+            chat_holds: holds::ChatHolds::default(),
             reconcile: reconcile::Reconciler::default(),
             persisted: None,
             head: VecDeque::new(),
             check_in_flight: true,
             pending: None,
-            last_request: None,
+            next_send: None,
         }
+    }
+
+    /// The same drain reading `clock` (tests step it).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.limiter = limiter(self.send_delay, &clock);
+        self.clock = clock;
+        self
     }
 
     /// Steps until shutdown; an in-flight send is always finished first.
@@ -187,9 +245,27 @@ impl Drain {
     }
 
     async fn step_inner(&mut self) -> Result<Outcome, StoreError> {
-        let now = now_ms();
+        let now = self.clock.mono_ms();
+        let wall = self.clock.wall_ms();
+        if self.line.take_flush() {
+            self.flush_requested();
+        }
         if self.bell_rang() {
             self.persisted = None;
+        }
+        // Chat holds are read at start and after `resume`, not after every bell.
+        if self.line.take_holds_changed() {
+            let chats = match self.store.chat_holds(&self.name).await {
+                Ok(chats) => chats,
+                Err(e) => {
+                    self.line.holds_changed();
+                    return Err(e);
+                }
+            };
+            let quota = duration_ms(self.queue.quota_retry);
+            self.chat_holds.load(&chats, wall, now, quota);
+            self.head.clear();
+            self.show_chat_holds();
         }
         let persisted = match &self.persisted {
             Some(row) => row.clone(),
@@ -204,11 +280,19 @@ impl Drain {
             return Ok(Outcome::Idle);
         }
         if let Some(until) = persisted.hold_until {
-            if until > now {
-                self.set_hold(Some(Hold::Quota { until_ms: until }));
-                return Ok(wait_until(now, until));
+            let end = match self.line_hold {
+                Some((w, m)) if w == until => m,
+                _ => now + remaining_ms(until, wall, duration_ms(self.queue.quota_retry)),
+            };
+            self.line_hold = Some((until, end));
+            if end > now {
+                self.set_hold(Some(Hold::Quota {
+                    until_ms: wall + (end - now),
+                }));
+                return Ok(wait_until(now, end));
             }
             self.store.set_hold(&self.name, None, None).await?;
+            self.line_hold = None;
             self.persisted = None;
         }
         if self.backoff_until > now {
@@ -228,47 +312,82 @@ impl Drain {
             }
             self.check_in_flight = false;
         }
+        let ended = self.chat_holds.take_ended(now);
+        if !ended.is_empty() {
+            for (chat, until) in &ended {
+                self.store.end_chat_hold(&self.name, chat, *until).await?;
+            }
+            // The held chats' cards are at the head again, in their places.
+            self.head.clear();
+            self.show_chat_holds();
+        }
         if self.head.is_empty() {
-            self.head = self.store.head_rows(&self.name, HEAD_BATCH).await?.into();
+            let skip = self.chat_holds.chats();
+            self.head = self
+                .store
+                .head_rows_skipping(&self.name, HEAD_BATCH, &skip)
+                .await?
+                .into();
         }
         let Some(row) = self.head.front().cloned() else {
             self.set_hold(None);
-            return Ok(Outcome::Idle);
+            return Ok(match self.chat_holds.next_end() {
+                Some(end) => wait_until(now, end),
+                None => Outcome::Idle,
+            });
         };
-        // The persisted time is the claim's, a little before its request left; after a
-        // restart (no request of ours yet) keep a margin so the API never sees two
-        // requests closer than `send_delay`.
-        let margin = if self.last_request.is_none() && !self.send_delay.is_zero() {
-            RESTART_MARGIN_MS
-        } else {
-            0
-        };
-        let earliest = persisted.last_send_at.map_or(0, |t| {
-            t.saturating_add(duration_ms(self.send_delay) + margin)
+        // After a start, pace from the persisted time of the last claim (a little
+        // before its request left, hence the margin), clamped to `send_delay` so a
+        // wall clock stepped back cannot stall the line; from then on, from our own
+        // requests on the monotonic clock.
+        let next_send = *self.next_send.get_or_insert_with(|| {
+            let delay = duration_ms(self.send_delay);
+            let margin = if delay == 0 { 0 } else { RESTART_MARGIN_MS };
+            now + holds::restart_wait_ms(persisted.last_send_at, wall, delay, margin)
         });
-        if earliest > now {
-            self.line.update(|s| s.next_send_at = Some(earliest));
+        if next_send > now {
+            self.line
+                .update(|s| s.next_send_at = Some(wall + (next_send - now)));
             self.set_hold(None);
-            return Ok(wait_until(now, earliest));
+            return Ok(wait_until(now, next_send));
         }
-        // The persisted time is taken before the claim's commit; the request goes out
-        // after it, so pace from the request too: never two requests closer than
-        // `send_delay` as the API sees them.
-        if let Some(last) = self.last_request {
-            let since = last.elapsed();
-            if since < self.send_delay {
-                return Ok(Outcome::Wait(self.send_delay - since));
+        // The authorization must be fresh when the request starts (see the module doc);
+        // an answer that took longer than `state_poll` to come is already stale.
+        if !self.authorization_fresh(now) {
+            if let Some(wait) = self.check_authorization(now).await {
+                return Ok(wait);
+            }
+            if !self.authorization_fresh(self.clock.mono_ms()) {
+                return Ok(Outcome::Progress);
             }
         }
         if let Some(limiter) = &self.limiter {
             if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                return Ok(Outcome::Wait(wait));
+                let now = governor::clock::Clock::now(&LimiterClock(self.clock.clone()));
+                return Ok(Outcome::Wait(not_until.wait_time_from(now)));
             }
         }
-        self.send(row, now).await
+        self.send(row, wall).await
+    }
+
+    /// Whether an `authorized` answer from a call started less than `state_poll` ago
+    /// is held.
+    fn authorization_fresh(&self, now: i64) -> bool {
+        self.authorized_at
+            .is_some_and(|at| now - at < duration_ms(self.queue.state_poll))
+    }
+
+    /// `contactq flush NAME`: ask the state at once (within the API's one call per
+    /// second) and end any back-off. Quota holds stay: they end with `quota_retry` or
+    /// `resume`.
+    fn flush_requested(&mut self) {
+        tracing::info!(instance = %self.name, "flush: asking the state now, back-off ended");
+        self.backoff.reset();
+        self.backoff_until = i64::MIN;
+        self.next_state_check = i64::MIN;
+        self.authorized = false;
+        self.authorized_at = None;
+        self.persisted = None;
     }
 
     /// Asks `getStateInstance` when due; None when the instance is authorized.
@@ -280,15 +399,29 @@ impl Drain {
             return Some(wait_until(now, due));
         }
         self.last_state_call = now;
+        self.authorized_at = None;
         let poll = duration_ms(self.queue.state_poll);
+        let wall = self.clock.wall_ms();
         let started = Instant::now();
         let answer = self.api.state().await;
-        let status = if answer.is_ok() { "200" } else { "error" };
-        crate::metrics::upstream_request(&self.name, "getStateInstance", status, started.elapsed());
+        let status = match &answer {
+            Ok(_) => "200".to_string(),
+            Err(StateError::Refused { status, .. }) => status.to_string(),
+            Err(StateError::Other(_)) => "error".to_string(),
+        };
+        crate::metrics::upstream_request(
+            &self.name,
+            "getStateInstance",
+            &status,
+            started.elapsed(),
+        );
         match answer {
             Ok(state) if state == "authorized" => {
-                tracing::info!(instance = %self.name, "instance authorized");
+                if !self.authorized {
+                    tracing::info!(instance = %self.name, "instance authorized");
+                }
                 self.authorized = true;
+                self.authorized_at = Some(now);
                 self.line.update(|s| {
                     s.authorization = state;
                     s.hold = None;
@@ -297,9 +430,10 @@ impl Drain {
             }
             Ok(state) => {
                 tracing::info!(instance = %self.name, state = %state, "instance not authorized; holding the line");
+                self.authorized = false;
                 let since = match self.line.status().hold {
-                    Some(Hold::NotAuthorized { since_ms, .. }) => since_ms,
-                    _ => now,
+                    Some(Hold::NotAuthorized { since_ms, state: s }) if s == state => since_ms,
+                    _ => wall,
                 };
                 self.line.update(|s| {
                     s.authorization = state.clone();
@@ -311,11 +445,26 @@ impl Drain {
                 self.next_state_check = now + poll;
                 Some(Outcome::Wait(self.queue.state_poll))
             }
-            Err(error) => {
+            Err(StateError::Refused { status, error }) => {
+                let text = refused_text(&self.name, status);
+                tracing::warn!(instance = %self.name, status, api = %error, "{text}");
+                self.authorized = false;
+                self.next_state_check = now + poll;
+                let name = self.name.clone();
+                self.line.update(|s| {
+                    s.last_error = Some(text);
+                    s.hold = Some(Hold::Refused {
+                        status,
+                        instance: name,
+                    });
+                });
+                Some(Outcome::Wait(self.queue.state_poll))
+            }
+            Err(StateError::Other(error)) => {
                 tracing::warn!(instance = %self.name, %error, "getStateInstance failed");
                 let retry = self.backoff.next_delay();
                 self.next_state_check = now + duration_ms(retry).min(poll);
-                let until_ms = self.next_state_check;
+                let until_ms = wall + (self.next_state_check - now);
                 self.line.update(|s| {
                     s.last_error = Some(error.to_string());
                     // Nothing goes out until the state is known; say when it is asked again.
@@ -337,6 +486,7 @@ impl Drain {
         Ok(())
     }
 
+    /// Sends the head of the line; `now` is the wall time the claim records.
     #[tracing::instrument(skip_all, fields(instance = %self.name, message_id = %row.id))]
     async fn send(&mut self, row: MessageRow, now: i64) -> Result<Outcome, StoreError> {
         let pending = self.pending.take();
@@ -356,11 +506,14 @@ impl Drain {
                 return Err(e);
             }
         };
-        self.last_request = Some(Instant::now());
+        // Paced from the request, which leaves after the claim's commit: never two
+        // requests closer than `send_delay` as the API sees them.
+        let delay = duration_ms(self.send_delay);
+        self.next_send = Some(self.clock.mono_ms().saturating_add(delay));
         if let Some(persisted) = &mut self.persisted {
             persisted.last_send_at = Some(now);
         }
-        let next = now.saturating_add(duration_ms(self.send_delay));
+        let next = self.clock.wall_ms().saturating_add(delay);
         self.line.update(|s| s.next_send_at = Some(next));
         let started = Instant::now();
         let outcome = self.api.send_contact(&row.body).await;
@@ -377,7 +530,8 @@ impl Drain {
         row: &MessageRow,
         outcome: SendOutcome,
     ) -> Result<Outcome, StoreError> {
-        let now = now_ms();
+        let now = self.clock.wall_ms();
+        let mono = self.clock.mono_ms();
         let (record, next) = match outcome {
             SendOutcome::Sent { id_message } => {
                 self.backoff.reset();
@@ -401,13 +555,28 @@ impl Drain {
             }
             SendOutcome::NotAuthorized { status, error } => {
                 self.authorized = false;
-                self.next_state_check = now;
+                self.authorized_at = None;
+                self.next_state_check = mono;
+                // 401 / 403 say which key is wrong, not "not authorized".
+                let (error, hold) = match status {
+                    401 | 403 => (
+                        refused_text(&self.name, status),
+                        Hold::Refused {
+                            status,
+                            instance: self.name.clone(),
+                        },
+                    ),
+                    _ => (
+                        error,
+                        Hold::NotAuthorized {
+                            state: "notAuthorized".into(),
+                            since_ms: now,
+                        },
+                    ),
+                };
                 self.line.update(|s| {
                     s.last_error = Some(error.clone());
-                    s.hold = Some(Hold::NotAuthorized {
-                        state: "notAuthorized".into(),
-                        since_ms: now,
-                    });
+                    s.hold = Some(hold);
                 });
                 (
                     SendOutcomeRecord::Requeue {
@@ -422,7 +591,12 @@ impl Drain {
                 error,
                 retry_after,
             } => {
-                let wait = retry_after.unwrap_or_else(|| self.backoff.next_delay());
+                // A `Retry-After` wins over our back-off, but never waits past
+                // `retry_max`: the header is the server's word, not a promise we keep.
+                let wait = match retry_after {
+                    Some(after) => after.min(self.queue.retry_max),
+                    None => self.backoff.next_delay(),
+                };
                 self.back_off(now, status, wait, &error);
                 (
                     SendOutcomeRecord::Requeue {
@@ -443,6 +617,27 @@ impl Drain {
                     s.hold = Some(Hold::Quota { until_ms: until });
                 });
                 tracing::warn!(instance = %self.name, "monthly quota exceeded (466); holding the line");
+                (
+                    SendOutcomeRecord::Requeue {
+                        error,
+                        http_status: Some(466),
+                    },
+                    Outcome::Progress,
+                )
+            }
+            SendOutcome::ChatQuotaExceeded { error } => {
+                // Only this chat is refused this month: its cards step aside, the
+                // other chats' go on in order.
+                let quota = duration_ms(self.queue.quota_retry);
+                let until = now.saturating_add(quota);
+                self.store
+                    .set_chat_hold(&self.name, &row.chat_id, until, &error)
+                    .await?;
+                self.chat_holds
+                    .insert(&row.chat_id, until, mono.saturating_add(quota));
+                self.show_chat_holds();
+                self.line.update(|s| s.last_error = Some(error.clone()));
+                tracing::warn!(instance = %self.name, chat_id = %row.chat_id, "chat over the monthly chats quota (466); holding its cards");
                 (
                     SendOutcomeRecord::Requeue {
                         error,
@@ -478,10 +673,13 @@ impl Drain {
         Ok(next)
     }
 
-    fn back_off(&mut self, now: i64, status: Option<u16>, wait: Duration, error: &str) {
-        let until = now.saturating_add(duration_ms(wait));
-        self.backoff_until = until;
-        tracing::warn!(instance = %self.name, error, wait_ms = wait.as_millis() as u64, "temporary failure; backing off");
+    /// Holds the line for `wait`, measured on the monotonic clock (`_now`, a wall
+    /// time, is not used for the deadline).
+    fn back_off(&mut self, _now: i64, status: Option<u16>, wait: Duration, error: &str) {
+        let wait = duration_ms(wait);
+        self.backoff_until = self.clock.mono_ms().saturating_add(wait);
+        let until = self.clock.wall_ms().saturating_add(wait);
+        tracing::warn!(instance = %self.name, error, wait_ms = wait, "temporary failure; backing off");
         self.line.update(|s| {
             s.last_error = Some(error.to_string());
             s.hold = Some(Hold::BackOff {
@@ -489,6 +687,14 @@ impl Drain {
                 until_ms: until,
             });
         });
+    }
+
+    /// Publishes the chat holds for `waitingFor`.
+    fn show_chat_holds(&self) {
+        let shown = self
+            .chat_holds
+            .to_show(self.clock.wall_ms(), self.clock.mono_ms());
+        self.line.update(|s| s.chat_holds = shown);
     }
 
     fn set_hold(&self, hold: Option<Hold>) {
@@ -512,9 +718,12 @@ fn outcome_status(outcome: &SendOutcome) -> String {
         SendOutcome::Rejected { status, .. } | SendOutcome::NotAuthorized { status, .. } => {
             status.to_string()
         }
-        SendOutcome::QuotaExceeded { .. } => "466".into(),
+        SendOutcome::QuotaExceeded { .. } | SendOutcome::ChatQuotaExceeded { .. } => "466".into(),
         SendOutcome::RetryLater { status, .. } | SendOutcome::Uncertain { status, .. } => {
             status.map_or_else(|| "error".to_string(), |s| s.to_string())
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

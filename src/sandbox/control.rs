@@ -21,12 +21,16 @@ use super::world::Shared;
 pub enum ControlError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("unknown state '{0}' (one of: authorized, notAuthorized, starting, yellowCard, blocked, sleepMode)")]
+    #[error("unknown state '{0}' (one of: authorized, notAuthorized, starting, yellowCard, blocked, sleepMode, suspended)")]
     State(String),
     #[error("failRate must be between 0 and 1, got {0}")]
     FailRate(f64),
     #[error("status {0} is not an HTTP status (100-999)")]
     Status(u16),
+    #[error("refuseStatus must be 401, 403 or 0 (off), got {0}")]
+    RefuseStatus(u16),
+    #[error("redirectTo must be an http:// URL or empty, got '{0}'")]
+    RedirectTo(String),
     #[error("'token' needs an 'instance'")]
     TokenWithoutInstance,
     #[error("unknown field '{0}'")]
@@ -34,7 +38,7 @@ pub enum ControlError {
 }
 
 /// Every key `POST /sandbox/control` understands.
-const CONTROL_KEYS: [&str; 10] = [
+const CONTROL_KEYS: [&str; 14] = [
     "instance",
     "state",
     "failRate",
@@ -45,6 +49,10 @@ const CONTROL_KEYS: [&str; 10] = [
     "journalLagMs",
     "rateLimits",
     "token",
+    "allowedChats",
+    "quotaMethods",
+    "refuseStatus",
+    "redirectTo",
 ];
 
 impl IntoResponse for ControlError {
@@ -87,6 +95,16 @@ pub fn check_patch(patch: &KnobPatch) -> Result<(), ControlError> {
     }
     for &status in patch.fail_statuses.iter().flatten() {
         check_status(status)?;
+    }
+    if let Some(status) = patch.refuse_status {
+        if !matches!(status, 0 | 401 | 403) {
+            return Err(ControlError::RefuseStatus(status));
+        }
+    }
+    if let Some(url) = &patch.redirect_to {
+        if !url.is_empty() && !url.starts_with("http://") {
+            return Err(ControlError::RedirectTo(url.clone()));
+        }
     }
     Ok(())
 }

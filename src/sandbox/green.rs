@@ -2,9 +2,11 @@
 //! `sendContact`, `getStateInstance`, `getSettings`, `lastOutgoingMessages`,
 //! `showMessagesQueue`.
 //!
-//! Every request is counted, then checked in the real API's order: token (401), the
-//! per-second limits (429), latency; `sendContact` then takes a scripted answer if
-//! one is queued, else maybe a random failure, else the real validation and state
+//! Every request is counted, then checked in the real API's order: token (401, or the
+//! `refuseStatus` knob's 401/403), the per-second limits (429), the method quota
+//! (466), latency; `sendContact` then answers the `redirectTo` knob's 307, else takes a
+//! scripted answer if one is queued, else the chats quota's 466 for a chat not in
+//! `allowedChats`, else maybe a random failure, else the real validation and state
 //! checks.
 
 use std::collections::HashMap;
@@ -58,10 +60,19 @@ pub async fn handle(
         if !w.token_ok(id, &token) {
             return replies::unauthorized();
         }
+        let knobs = w.knobs(id);
+        match knobs.refuse_status {
+            401 => return replies::unauthorized(),
+            403 => return replies::forbidden(path),
+            _ => {}
+        }
         if let Err(wait) = w.rate_check(id, &method) {
             return replies::too_many(Some(wait.as_secs_f64().ceil().max(1.0) as u64));
         }
-        w.knobs(id)
+        if knobs.method_over_quota(&method) {
+            return replies::method_quota_exceeded(&method);
+        }
+        knobs
     };
     let resp = match (verb.clone(), method.as_str()) {
         (Method::POST, "sendContact") => send_contact(&world, id, &knobs, &conn, path, &body).await,
@@ -107,9 +118,17 @@ async fn send_contact(
     path: &str,
     body: &[u8],
 ) -> Response {
+    if !knobs.redirect_to.is_empty() {
+        return replies::redirect(&knobs.redirect_to, path);
+    }
     let step = world.lock().instance(id).script.pop_front();
     if let Some(step) = step {
         return scripted(world, id, knobs, conn, path, body, step).await;
+    }
+    if let Ok(card) = Card::parse_json(body) {
+        if knobs.chat_over_quota(&card.chat_id) {
+            return replies::chats_quota_exceeded(&knobs.allowed_chats);
+        }
     }
     if knobs.fail_rate > 0.0 && rand::rng().random::<f64>() < knobs.fail_rate {
         let statuses = &knobs.fail_statuses;

@@ -9,13 +9,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The `stateInstance` values the real API reports.
-pub const STATES: [&str; 6] = [
+pub const STATES: [&str; 7] = [
     "authorized",
     "notAuthorized",
     "starting",
     "yellowCard",
     "blocked",
     "sleepMode",
+    "suspended",
 ];
 
 /// The statuses a random failure picks from when none were configured.
@@ -33,6 +34,15 @@ pub struct Knobs {
     /// How long a sent message stays out of `lastOutgoingMessages` (the real journal
     /// lags up to 2 minutes); 0 by default so tests see sends at once.
     pub journal_lag_ms: u64,
+    /// The chats quota: when not empty, only these chats can be reached and a
+    /// `sendContact` to any other answers the chats-quota 466.
+    pub allowed_chats: Vec<String>,
+    /// Methods answering the method-quota 466 (e.g. `sendContact`).
+    pub quota_methods: Vec<String>,
+    /// 401 or 403 for every Green API request (a wrong token / instance id); 0 = off.
+    pub refuse_status: u16,
+    /// When not empty, `sendContact` answers 307 to this base URL + the request path.
+    pub redirect_to: String,
 }
 
 impl Default for Knobs {
@@ -45,6 +55,10 @@ impl Default for Knobs {
             latency: Duration::ZERO,
             delay_send_ms: 0,
             journal_lag_ms: 0,
+            allowed_chats: Vec::new(),
+            quota_methods: Vec::new(),
+            refuse_status: 0,
+            redirect_to: String::new(),
         }
     }
 }
@@ -73,6 +87,30 @@ impl Knobs {
         if let Some(ms) = patch.journal_lag_ms {
             self.journal_lag_ms = ms;
         }
+        if let Some(chats) = &patch.allowed_chats {
+            self.allowed_chats.clone_from(chats);
+        }
+        if let Some(methods) = &patch.quota_methods {
+            self.quota_methods.clone_from(methods);
+        }
+        if let Some(status) = patch.refuse_status {
+            self.refuse_status = status;
+        }
+        if let Some(url) = &patch.redirect_to {
+            self.redirect_to.clone_from(url);
+        }
+    }
+
+    /// Whether `method` answers the method-quota 466.
+    pub fn method_over_quota(&self, method: &str) -> bool {
+        self.quota_methods
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(method))
+    }
+
+    /// Whether the chats quota refuses `chat_id`.
+    pub fn chat_over_quota(&self, chat_id: &str) -> bool {
+        !self.allowed_chats.is_empty() && !self.allowed_chats.iter().any(|c| c == chat_id)
     }
 
     /// Whether the emulated instance moves messages out of its queue in this state.
@@ -91,6 +129,10 @@ impl Knobs {
             latency_ms: Some(u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX)),
             delay_send_messages_milliseconds: Some(self.delay_send_ms),
             journal_lag_ms: Some(self.journal_lag_ms),
+            allowed_chats: Some(self.allowed_chats.clone()),
+            quota_methods: Some(self.quota_methods.clone()),
+            refuse_status: Some(self.refuse_status),
+            redirect_to: Some(self.redirect_to.clone()),
         }
     }
 }
@@ -113,6 +155,18 @@ pub struct KnobPatch {
     pub delay_send_messages_milliseconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_lag_ms: Option<u64>,
+    /// The chats quota (see [`Knobs::allowed_chats`]); `[]` lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_chats: Option<Vec<String>>,
+    /// Methods over the method quota; `[]` lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_methods: Option<Vec<String>>,
+    /// 401 or 403 for every request; 0 lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_status: Option<u16>,
+    /// Base URL `sendContact` redirects to; `""` stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
 }
 
 impl KnobPatch {
@@ -128,7 +182,11 @@ impl KnobPatch {
             retry_after_seconds,
             latency_ms,
             delay_send_messages_milliseconds,
-            journal_lag_ms
+            journal_lag_ms,
+            allowed_chats,
+            quota_methods,
+            refuse_status,
+            redirect_to
         );
     }
 }

@@ -73,7 +73,7 @@ impl Sandbox {
             retry_after_seconds: opts.retry_after_seconds,
             latency: opts.latency,
             delay_send_ms: opts.delay_send_ms,
-            journal_lag_ms: 0,
+            ..Knobs::default()
         };
         let mut world = World::new(defaults, opts.rate_limits);
         for (id, token) in opts.tokens {

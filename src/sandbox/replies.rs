@@ -1,6 +1,6 @@
 //! The answers the real Green API gives, byte for byte where it matters: NestJS-style
 //! error bodies (which echo the request path, token included), the plain-text 401,
-//! the 466 quota body, nginx's 502/504 pages, and journal entries with their vCard.
+//! the 466 quota bodies (method and chats quota), a redirect, nginx's 502/504 pages, and journal entries with their vCard.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,27 +35,78 @@ pub fn too_many(retry_after: Option<u64>) -> Response {
     with_retry_after(resp, retry_after)
 }
 
-/// The monthly quota of correspondents is used up.
-pub fn quota_exceeded(chat_id: Option<&str>) -> Response {
+/// The method quota (Developer plan) is used up: the whole method is refused.
+pub fn method_quota_exceeded(method: &str) -> Response {
     let body = json!({
-        "correspondentsStatus": {
-            "description": "Monthly quota exceeded. You can send messages only to the \
-                            correspondents you have already written to this month.",
-            "chatIds": chat_id.into_iter().collect::<Vec<_>>(),
-        },
-        "statusCode": 466,
+        "invokeStatus": {
+            "method": method.to_lowercase(),
+            "used": 100,
+            "total": 100,
+            "status": "QUOTE_EXCEEDED",
+            "description": "Monthly quota has been exceeded. To continue, please go to your \
+                            personal account and upgrade your plan.",
+        }
     });
     with_status(466, Json(body).into_response())
 }
 
+/// The chats quota (Developer plan) is used up: only the `allowed` chats can be
+/// reached this month, every other chat is refused.
+pub fn chats_quota_exceeded(allowed: &[String]) -> Response {
+    let body = json!({
+        "invokeStatus": {
+            "method": "sendcontact",
+            "used": 67,
+            "total": 0,
+            "status": "QUOTE_ALLOWED",
+        },
+        "correspondentsStatus": {
+            "method": "correspondents",
+            "used": allowed.len(),
+            "total": allowed.len(),
+            "status": "CORRESPONDENTS_QUOTE_EXCEEDED",
+            "description": format!(
+                "Monthly quota has been exceeded. You can only send or receive messages \
+                 from these numbers: {}. Please go to your personal account and upgrade \
+                 your plan.",
+                allowed.join(",")
+            ),
+        }
+    });
+    with_status(466, Json(body).into_response())
+}
+
+/// A wrong idInstance: the API answers 403.
+pub fn forbidden(path: &str) -> Response {
+    nest_error(403, path, "Forbidden")
+}
+
+/// A redirect to `base` + the request path (token included), as a misconfigured
+/// proxy might answer: the daemon must not follow it.
+pub fn redirect(base: &str, path: &str) -> Response {
+    let mut resp = with_status(307, "moved".into_response());
+    if let Ok(location) = HeaderValue::from_str(&format!("{base}{path}")) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    resp
+}
+
 /// The body the real API gives with `status` when nothing more specific is known.
-pub fn default_for(status: u16, path: &str, chat_id: Option<&str>, retry: Option<u64>) -> Response {
+///
+/// A 466 is the method quota (the whole line); the chats quota is the `allowedChats`
+/// knob.
+pub fn default_for(
+    status: u16,
+    path: &str,
+    _chat_id: Option<&str>,
+    retry: Option<u64>,
+) -> Response {
     let resp = match status {
         401 => unauthorized(),
         429 => too_many(Some(retry.unwrap_or(1))),
-        466 => quota_exceeded(chat_id),
+        466 => method_quota_exceeded("sendContact"),
         400 => nest_error(400, path, "Bad Request"),
-        403 => nest_error(403, path, "Forbidden"),
+        403 => forbidden(path),
         502 | 504 => nginx_page(status),
         _ => nest_error(status, path, reason(status)),
     };

@@ -79,11 +79,9 @@ async fn a_dropped_connection_gets_no_answer_but_may_keep_the_card() {
     let quota = send(&sb, &c, &card()).await;
     assert_eq!(quota.status().as_u16(), 466);
     let body: Value = quota.json().await.expect("json");
-    assert_eq!(body["statusCode"], 466);
-    assert_eq!(
-        body["correspondentsStatus"]["chatIds"],
-        json!(["11001234567@c.us"])
-    );
+    // A plain scripted 466 is the method quota: the real API's shape.
+    assert_eq!(body["invokeStatus"]["status"], "QUOTE_EXCEEDED");
+    assert_eq!(body["invokeStatus"]["method"], "sendcontact");
     assert_eq!(sb.received(ID).len(), 1);
 }
 
@@ -215,4 +213,60 @@ async fn shutdown_stops_accepting() {
     let fresh = reqwest::Client::new();
     let url = super::tests_api::method_url(&sb, "getStateInstance");
     assert!(fresh.get(url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn quota_refusal_and_redirect_knobs_answer_like_the_real_api() {
+    let (sb, c) = start(unlimited()).await;
+    let control = |body: Value| {
+        let c = c.clone();
+        let url = format!("{}/sandbox/control", sb.url());
+        async move { c.post(url).json(&body).send().await.expect("control") }
+    };
+    // The chats quota: only the listed chats; others get the chats-quota 466.
+    let set = control(json!({"instance": ID, "allowedChats": ["11000000001@c.us"]})).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let refused = send(&sb, &c, &card()).await;
+    assert_eq!(refused.status().as_u16(), 466);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(
+        body["correspondentsStatus"]["status"],
+        "CORRESPONDENTS_QUOTE_EXCEEDED"
+    );
+    assert_eq!(body["invokeStatus"]["status"], "QUOTE_ALLOWED");
+    assert!(sb.received(ID).is_empty());
+    let mut allowed = card();
+    allowed["chatId"] = json!("11000000001@c.us");
+    assert_eq!(send(&sb, &c, &allowed).await.status(), StatusCode::OK);
+    control(json!({"instance": ID, "allowedChats": []})).await;
+    // The method quota.
+    control(json!({"instance": ID, "quotaMethods": ["sendContact"]})).await;
+    let over = send(&sb, &c, &card()).await;
+    assert_eq!(over.status().as_u16(), 466);
+    let body: Value = over.json().await.expect("json");
+    assert_eq!(body["invokeStatus"]["status"], "QUOTE_EXCEEDED");
+    control(json!({"instance": ID, "quotaMethods": []})).await;
+    // 401 / 403 for every method.
+    control(json!({"instance": ID, "refuseStatus": 403})).await;
+    let (status, _) = get_json(&sb, &c, "getStateInstance").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    control(json!({"instance": ID, "refuseStatus": 0})).await;
+    let bad = control(json!({"refuseStatus": 402})).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // A redirect, never with the card taken.
+    control(json!({"instance": ID, "redirectTo": "http://127.0.0.1:9"})).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let moved = send(&sb, &no_follow, &card()).await;
+    assert_eq!(moved.status().as_u16(), 307);
+    assert!(moved.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("http://127.0.0.1:9/waInstance"));
+    assert_eq!(sb.received(ID).len(), 1);
+    // `suspended` is a state.
+    let set = control(json!({"state": "suspended"})).await;
+    assert_eq!(set.status(), StatusCode::OK);
 }

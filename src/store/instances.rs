@@ -1,5 +1,5 @@
-//! Per-instance state that outlives a restart (paused, quota hold, last send time) and
-//! the per-state counts behind `status`.
+//! Per-instance state that outlives a restart (paused, quota hold, per-chat quota
+//! holds, last send time) and the per-state counts behind `status`.
 
 use std::collections::HashMap;
 
@@ -13,6 +13,14 @@ pub struct InstanceRow {
     pub last_send_at: Option<i64>,
     pub hold_until: Option<i64>,
     pub hold_reason: Option<String>,
+}
+
+/// A chat held by a chats-quota 466: its cards step aside until `until` (Unix ms).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ChatHold {
+    pub chat_id: String,
+    pub until: i64,
+    pub reason: Option<String>,
 }
 
 /// Counts of one instance's messages by state, and its oldest queued card.
@@ -61,9 +69,70 @@ impl Store {
         .await?;
         drop(gate);
         if !paused {
-            // `resume` also releases a quota hold (SPEC §6: "or until `contactq resume`").
+            // `resume` also releases the quota holds, the line's and every chat's
+            // ("held for `quota_retry` or until `contactq resume`", docs/api.md).
             self.set_hold(name, None, None).await?;
+            self.clear_chat_holds(name).await?;
         }
+        Ok(())
+    }
+
+    /// The chats of an instance held by a chats-quota 466.
+    pub async fn chat_holds(&self, name: &str) -> Result<Vec<ChatHold>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT chat_id, until, reason FROM chat_holds WHERE instance = ?1 ORDER BY chat_id",
+        )
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Holds one chat of an instance until `until` (ms).
+    pub async fn set_chat_hold(
+        &self,
+        name: &str,
+        chat_id: &str,
+        until: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
+        sqlx::query(
+            "INSERT INTO chat_holds (instance, chat_id, until, reason) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (instance, chat_id) DO UPDATE SET until = ?3, reason = ?4",
+        )
+        .bind(name)
+        .bind(chat_id)
+        .bind(until)
+        .bind(reason)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Releases one chat's hold, if it is still the one that ends at `until`.
+    pub async fn end_chat_hold(
+        &self,
+        name: &str,
+        chat_id: &str,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
+        sqlx::query("DELETE FROM chat_holds WHERE instance = ?1 AND chat_id = ?2 AND until = ?3")
+            .bind(name)
+            .bind(chat_id)
+            .bind(until)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases every chat hold of an instance (`resume`).
+    pub async fn clear_chat_holds(&self, name: &str) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
+        sqlx::query("DELETE FROM chat_holds WHERE instance = ?1")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 

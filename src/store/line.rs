@@ -74,6 +74,14 @@ pub const HEAD_ROWS: &str = "SELECT id, instance, state, line_seq, chat_id, phon
     last_error, id_message, sent_at, ended_at FROM messages \
     WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT ?2";
 
+/// The head of an instance's queued line without the cards of held chats (?1 instance,
+/// ?2 how many, ?3 a JSON array of the held chat ids): used only while a chat is held.
+pub const HEAD_ROWS_SKIPPING: &str = "SELECT id, instance, state, line_seq, chat_id, phone, \
+    body, idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at, \
+    last_error, id_message, sent_at, ended_at FROM messages \
+    WHERE instance = ?1 AND state = 'queued' \
+    AND chat_id NOT IN (SELECT value FROM json_each(?3)) ORDER BY line_seq LIMIT ?2";
+
 /// The card in flight on an instance (?1).
 pub const IN_FLIGHT: &str = "SELECT id, chat_id, phone, attempt_started_at FROM messages
     WHERE instance = ?1 AND state = 'sending' ORDER BY line_seq LIMIT 1";
@@ -204,6 +212,26 @@ impl Store {
         Ok(sqlx::query_as(HEAD_ROWS)
             .bind(instance)
             .bind(limit)
+            .fetch_all(&self.write)
+            .await?)
+    }
+
+    /// Like [`Store::head_rows`], leaving out the cards to the chats in `skip` (held by
+    /// a chats-quota 466): they keep their place and go first once the hold ends.
+    pub async fn head_rows_skipping(
+        &self,
+        instance: &str,
+        limit: i64,
+        skip: &[String],
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        if skip.is_empty() {
+            return self.head_rows(instance, limit).await;
+        }
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        Ok(sqlx::query_as(HEAD_ROWS_SKIPPING)
+            .bind(instance)
+            .bind(limit)
+            .bind(skip)
             .fetch_all(&self.write)
             .await?)
     }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 pub use backup::{restore, verify_copy, RestoreReport};
 pub use enqueue::{EnqueueOutcome, EnqueueRequest};
-pub use instances::{InstanceCounts, InstanceRow};
+pub use instances::{ChatHold, InstanceCounts, InstanceRow};
 pub use line::{SendOutcomeRecord, UncertainCard};
 pub use maintenance::EXPIRY_BATCH;
 pub use messages::{EventRow, ListFilter, MessageRow};

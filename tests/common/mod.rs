@@ -390,3 +390,16 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl TestDaemon {
+    /// Restarts the daemon talking to `api_url` instead of the sandbox `from` (for a
+    /// hand-made loopback API).
+    pub async fn repoint(&mut self, from: &Sandbox, api_url: &str) {
+        self.stop().await;
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace(&from.url(), api_url);
+        std::fs::write(&self.config, text).unwrap();
+        self.start_again().await;
+    }
+}
