@@ -16,7 +16,7 @@ pub fn enqueued(instance: &str, n: u64) {
 }
 
 /// The reasons `contactq_held` can show: the `reason` label's values.
-pub const HOLD_REASONS: [&str; 4] = ["paused", "not_authorized", "back_off", "quota"];
+pub const HOLD_REASONS: [&str; 5] = ["paused", "not_authorized", "back_off", "quota", "refused"];
 
 /// Why a line is held, as the `reason` label of `contactq_held`.
 fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'static str> {
@@ -30,6 +30,8 @@ fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'stat
         Hold::NotAuthorized { .. } => Some("not_authorized"),
         Hold::BackOff { .. } => Some("back_off"),
         Hold::Quota { .. } => Some("quota"),
+        // The API refused the token (401) or the instance id (403).
+        Hold::Refused { .. } => Some("refused"),
     }
 }
 

@@ -17,21 +17,16 @@ use common::{eventually, received_names, sandbox, TOKEN};
 use contactq::cli::client::{ApiRequest, Client};
 use serde_json::{json, Value};
 
-/// Every subcommand with a man page of its own (the hidden `manpage` has none).
-const SUBCOMMANDS: [&str; 12] = [
-    "daemon",
-    "send",
-    "status",
-    "list",
-    "show",
-    "cancel",
-    "retry",
-    "pause",
-    "resume",
-    "sandbox",
-    "demo",
-    "completions",
-];
+/// Every subcommand with a man page of its own (the hidden `manpage` has none), read
+/// from the CLI's own definition so a new subcommand needs its page too.
+fn subcommands() -> Vec<String> {
+    use clap::CommandFactory;
+    contactq::cli::Cli::command()
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect()
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -265,7 +260,7 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
     .map(|s| s.to_string())
     .collect();
     expected.extend(
-        SUBCOMMANDS
+        subcommands()
             .iter()
             .map(|s| format!("./usr/share/man/man1/contactq-{s}.1.gz")),
     );
@@ -354,12 +349,16 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
             .arg("-dc")
             .arg(root.join("usr/share/man/man1/contactq.1.gz")),
     );
-    let named: Vec<&str> = roff
+    // roff escapes every hyphen: `contactq\-check\-config(1)`.
+    let named: Vec<String> = roff
         .split("contactq\\-")
         .skip(1)
-        .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name))
+        .filter_map(|rest| {
+            rest.split_once("(1)")
+                .map(|(name, _)| name.replace("\\-", "-"))
+        })
         .collect();
-    assert_eq!(named.len(), SUBCOMMANDS.len(), "{roff}");
+    assert_eq!(named.len(), subcommands().len(), "{roff}");
     for name in named {
         assert!(
             root.join(format!("usr/share/man/man1/contactq-{name}.1.gz"))
@@ -370,6 +369,12 @@ async fn deb_builds_installs_upgrades_keeping_the_queue_and_purges() {
 
     // Configured as the docs say, the installed binary sends with the installed config.
     std::fs::write(tokens.join("main"), format!("{TOKEN}\n")).expect("token");
+    // As the docs say: the token file is the owner's alone.
+    std::fs::set_permissions(
+        tokens.join("main"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod the token");
     let private = root.join("var/lib/private/contactq");
     std::fs::create_dir_all(&private).expect("state dir");
     std::os::unix::fs::symlink("private/contactq", root.join("var/lib/contactq"))
@@ -449,7 +454,7 @@ fn manpage_dir_writes_a_page_per_subcommand_and_every_page_named_exists() {
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
         .collect();
     pages.sort();
-    let mut expected: Vec<String> = SUBCOMMANDS
+    let mut expected: Vec<String> = subcommands()
         .iter()
         .map(|s| format!("contactq-{s}.1"))
         .chain(["contactq.1".to_string()])

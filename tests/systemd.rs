@@ -167,8 +167,11 @@ fn load_credential_directory(id: &str, source: &Path, credentials: &Path) {
     for entry in std::fs::read_dir(source).expect("read the tokens directory") {
         let entry = entry.expect("entry");
         let name = entry.file_name().into_string().expect("utf-8 file name");
-        std::fs::copy(entry.path(), credentials.join(format!("{id}_{name}")))
-            .expect("copy a credential");
+        let credential = credentials.join(format!("{id}_{name}"));
+        std::fs::copy(entry.path(), &credential).expect("copy a credential");
+        // systemd makes every credential 0400, owned by the service.
+        std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o400))
+            .expect("chmod a credential");
     }
 }
 

@@ -125,7 +125,7 @@ async fn send_contact(
     if let Some(step) = step {
         return scripted(world, id, knobs, conn, path, body, step).await;
     }
-    if let Ok(card) = Card::parse_json(body) {
+    if let Ok(card) = validate::send_contact(body) {
         if knobs.chat_over_quota(&card.chat_id) {
             return replies::chats_quota_exceeded(&knobs.allowed_chats);
         }
