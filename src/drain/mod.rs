@@ -289,6 +289,8 @@ impl Drain {
             Ok(state) if state == "authorized" => {
                 tracing::info!(instance = %self.name, "instance authorized");
                 self.authorized = true;
+                // The API's own send delay, for the reconciler (reconcile.rs).
+                self.refresh_api_settings().await;
                 self.line.update(|s| {
                     s.authorization = state;
                     s.hold = None;

@@ -25,6 +25,8 @@ pub enum ControlError {
     State(String),
     #[error("failRate must be between 0 and 1, got {0}")]
     FailRate(f64),
+    #[error("dropAfterWrite must be between 0 and 1, got {0}")]
+    DropAfterWrite(f64),
     #[error("status {0} is not an HTTP status (100-999)")]
     Status(u16),
     #[error("'token' needs an 'instance'")]
@@ -34,7 +36,7 @@ pub enum ControlError {
 }
 
 /// Every key `POST /sandbox/control` understands.
-const CONTROL_KEYS: [&str; 10] = [
+const CONTROL_KEYS: [&str; 12] = [
     "instance",
     "state",
     "failRate",
@@ -45,6 +47,8 @@ const CONTROL_KEYS: [&str; 10] = [
     "journalLagMs",
     "rateLimits",
     "token",
+    "dropAfterWrite",
+    "clockSkewMs",
 ];
 
 impl IntoResponse for ControlError {
@@ -83,6 +87,11 @@ pub fn check_patch(patch: &KnobPatch) -> Result<(), ControlError> {
     if let Some(rate) = patch.fail_rate {
         if !(0.0..=1.0).contains(&rate) {
             return Err(ControlError::FailRate(rate));
+        }
+    }
+    if let Some(rate) = patch.drop_after_write {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ControlError::DropAfterWrite(rate));
         }
     }
     for &status in patch.fail_statuses.iter().flatten() {

@@ -33,6 +33,13 @@ pub struct Knobs {
     /// How long a sent message stays out of `lastOutgoingMessages` (the real journal
     /// lags up to 2 minutes); 0 by default so tests see sends at once.
     pub journal_lag_ms: u64,
+    /// Share (0.0–1.0) of `sendContact`s that are taken (recorded and queued, as a
+    /// real server that did its work) and then answered by closing the connection
+    /// without a byte: the client's request was written, its answer never comes.
+    pub drop_after_write: f64,
+    /// How far the instance's clock is from the real one (journal timestamps), as
+    /// the API's hosts' clocks differ from the daemon's.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for Knobs {
@@ -45,6 +52,8 @@ impl Default for Knobs {
             latency: Duration::ZERO,
             delay_send_ms: 0,
             journal_lag_ms: 0,
+            drop_after_write: 0.0,
+            clock_skew_ms: 0,
         }
     }
 }
@@ -73,12 +82,19 @@ impl Knobs {
         if let Some(ms) = patch.journal_lag_ms {
             self.journal_lag_ms = ms;
         }
+        if let Some(rate) = patch.drop_after_write {
+            self.drop_after_write = rate;
+        }
+        if let Some(ms) = patch.clock_skew_ms {
+            self.clock_skew_ms = ms;
+        }
     }
 
     /// Whether the emulated instance moves messages out of its queue in this state.
-    /// The real service sends only while authorized (a yellow card still sends).
+    /// The real service sends only while authorized: on a yellow card, blocked or
+    /// logged out it keeps taking sends into its queue and sends none of them.
     pub fn drains(&self) -> bool {
-        matches!(self.state.as_str(), "authorized" | "yellowCard")
+        self.state == "authorized"
     }
 
     /// The JSON view shown by `GET /sandbox/control`.
@@ -91,6 +107,8 @@ impl Knobs {
             latency_ms: Some(u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX)),
             delay_send_messages_milliseconds: Some(self.delay_send_ms),
             journal_lag_ms: Some(self.journal_lag_ms),
+            drop_after_write: Some(self.drop_after_write),
+            clock_skew_ms: Some(self.clock_skew_ms),
         }
     }
 }
@@ -113,6 +131,10 @@ pub struct KnobPatch {
     pub delay_send_messages_milliseconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_lag_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_after_write: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl KnobPatch {
@@ -128,7 +150,9 @@ impl KnobPatch {
             retry_after_seconds,
             latency_ms,
             delay_send_messages_milliseconds,
-            journal_lag_ms
+            journal_lag_ms,
+            drop_after_write,
+            clock_skew_ms
         );
     }
 }

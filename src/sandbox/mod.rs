@@ -72,6 +72,7 @@ impl Sandbox {
             latency: opts.latency,
             delay_send_ms: opts.delay_send_ms,
             journal_lag_ms: 0,
+            ..Knobs::default()
         };
         let mut world = World::new(defaults, opts.rate_limits);
         for (id, token) in opts.tokens {
@@ -177,6 +178,11 @@ impl Sandbox {
             .get(instance)
             .map(|i| i.received.clone())
             .unwrap_or_default()
+    }
+
+    /// How many cards wait in `instance`'s own send queue (`showMessagesQueue`).
+    pub fn queued(&self, instance: &str) -> usize {
+        self.inner.world.lock().queue_len(instance)
     }
 
     /// How many `method` requests reached `instance`, rejected ones included.

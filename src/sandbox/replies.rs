@@ -132,7 +132,9 @@ pub fn journal_entry(id_message: &str, card: &Card, timestamp: i64) -> Value {
 /// `N:Evpatoriysky;Artem;Petrovich;;` and `FN:Artem Evpatoriysky`.
 pub fn vcard(card: &Card) -> (String, String) {
     let c = &card.contact;
-    let part = |s: &Option<String>| s.clone().unwrap_or_default();
+    // Free text goes in as it is (a company may read `see waid=79990000000`), with
+    // line breaks escaped as vCard text requires, so no value starts a line of its own.
+    let part = |s: &Option<String>| escape(s.as_deref().unwrap_or_default());
     let names: Vec<&str> = [&c.first_name, &c.last_name]
         .into_iter()
         .filter_map(|s| s.as_deref())
@@ -155,13 +157,20 @@ pub fn vcard(card: &Card) -> (String, String) {
             part(&c.first_name),
             part(&c.middle_name)
         ),
-        format!("FN:{display}"),
+        format!("FN:{}", escape(&display)),
     ];
     if let Some(company) = &c.company {
-        lines.push(format!("ORG:{company}"));
+        lines.push(format!("ORG:{}", escape(company)));
     }
     let phone = c.phone_contact;
     lines.push(format!("TEL;type=CELL;type=VOICE;waid={phone}:+{phone}"));
     lines.push("END:VCARD".to_owned());
     (display, lines.join("\n"))
+}
+
+/// vCard text escaping of a backslash and line breaks.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace("\r\n", "\\n")
+        .replace(['\n', '\r'], "\\n")
 }

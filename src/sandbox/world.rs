@@ -187,7 +187,9 @@ impl World {
     /// `lastOutgoingMessages`: newest first, those sent within `minutes` and already
     /// visible (past the journal lag).
     pub fn journal(&self, id: &str, minutes: i64, now_ms: i64) -> Vec<Value> {
-        let lag = i64::try_from(self.knobs(id).journal_lag_ms).unwrap_or(i64::MAX);
+        let knobs = self.knobs(id);
+        let lag = i64::try_from(knobs.journal_lag_ms).unwrap_or(i64::MAX);
+        let skew = knobs.clock_skew_ms;
         let since = now_ms.saturating_sub(minutes.saturating_mul(60_000));
         let Some(inst) = self.instances.get(id) else {
             return Vec::new();
@@ -196,7 +198,10 @@ impl World {
             .iter()
             .rev()
             .filter(|s| s.left_at_ms >= since && s.left_at_ms.saturating_add(lag) <= now_ms)
-            .map(|s| journal_entry(&s.id_message, &s.card, s.left_at_ms / 1000))
+            .map(|s| {
+                let at = s.left_at_ms.saturating_add(skew).div_euclid(1000);
+                journal_entry(&s.id_message, &s.card, at)
+            })
             .collect()
     }
 
