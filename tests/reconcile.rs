@@ -273,3 +273,58 @@ async fn connections_dropped_after_the_request_was_written_are_reconciled() {
     }
     assert_eq!(sb.request_count(ID_INSTANCE, "sendContact"), 3);
 }
+
+#[tokio::test]
+async fn after_a_restart_a_first_miss_is_looked_at_again_a_send_delay_later() {
+    // The daemon dies mid-send; the API took the card, and its journal lists it 7 s
+    // late. Restarted after reconcile_lag + the API's send delay (4 s) have passed,
+    // the first look misses it: only a second look at least 4 s later may send again,
+    // and that one finds it.
+    let sb = sandbox().await;
+    knobs(
+        &sb,
+        KnobPatch {
+            journal_lag_ms: Some(7_000),
+            delay_send_messages_milliseconds: Some(4_000),
+            ..KnobPatch::default()
+        },
+    );
+    sb.push_script(
+        ID_INSTANCE,
+        vec![ScriptStep {
+            status: 200,
+            delay: Duration::from_secs(30),
+            accept: true,
+            ..ScriptStep::default()
+        }],
+    );
+    let mut d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            reconcile_lag: "1s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = d.enqueue_ok(&common::card(1)).await;
+    common::eventually(
+        Duration::from_secs(5),
+        "the sandbox took the card",
+        || async { sb.received(ID_INSTANCE).len() == 1 },
+    )
+    .await;
+    let taken_at = Instant::now();
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(5_500).saturating_sub(taken_at.elapsed())).await;
+    d.start_again().await;
+    let sent = d.wait_state(&id, "sent", Duration::from_secs(15)).await;
+    assert!(reconciled(&sent), "{sent}");
+    assert!(
+        taken_at.elapsed() >= Duration::from_secs(7),
+        "found only once the journal listed it"
+    );
+    let received = sb.received(ID_INSTANCE);
+    assert_eq!(received.len(), 1, "card-1 went to the API once");
+    assert_eq!(sent["idMessage"], json!(received[0].id_message));
+    assert_eq!(sent["attempts"], 1);
+}

@@ -58,6 +58,43 @@ struct Looks {
     last_miss: Option<i64>,
 }
 
+/// What to do after a look that missed the card.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// Two looks far enough apart missed it, and the wait is over: back to `queued`.
+    SendAgain,
+    /// Look again at this time (Unix ms).
+    LookAgainAt(i64),
+}
+
+impl Looks {
+    fn missed_at(self, now: i64) -> Looks {
+        Looks {
+            first_miss: self.first_miss.or(Some(now)),
+            last_miss: Some(now),
+            ..self
+        }
+    }
+
+    /// After a miss at `now`: the card may go out again once two looks at least
+    /// `api_delay_ms` apart missed it and `not_before` has passed; until then the next
+    /// look is soon enough to find a late entry quickly (every few seconds), and in
+    /// time for the second look and the earliest re-queue.
+    fn verdict(&self, now: i64, not_before: i64, api_delay_ms: i64) -> Verdict {
+        let first = self.first_miss.unwrap_or(now);
+        let last = self.last_miss.unwrap_or(now);
+        let second_look_at = first.saturating_add(api_delay_ms.max(1));
+        if last >= second_look_at && now >= not_before {
+            return Verdict::SendAgain;
+        }
+        let at = not_before
+            .max(second_look_at)
+            .min(now.saturating_add(duration_ms(LOOK_AGAIN)))
+            .max(now + STATE_CALL_GAP_MS);
+        Verdict::LookAgainAt(at)
+    }
+}
+
 /// The time window (Unix seconds, API clock) an entry of this attempt may carry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Window {
@@ -169,20 +206,17 @@ impl Drain {
                 return Ok(Outcome::Progress);
             }
         }
-        let looks = Looks {
-            first_miss: looks.first_miss.or(Some(now)),
-            last_miss: Some(now),
-            ..looks
-        };
+        let looks = looks.missed_at(now);
         let not_before = card
             .attempt_started_at
             .saturating_add(duration_ms(self.queue.reconcile_lag))
             .saturating_add(api_delay)
             .saturating_add(looks.typing_ms);
-        let second_look_at = looks.first_miss.unwrap_or(now).saturating_add(api_delay);
-        let two_misses_apart =
-            looks.last_miss.unwrap_or(now) >= second_look_at && looks.first_miss != looks.last_miss;
-        if two_misses_apart && now >= not_before {
+        let next_look = match looks.verdict(now, not_before, api_delay) {
+            Verdict::SendAgain => None,
+            Verdict::LookAgainAt(at) => Some(at),
+        };
+        let Some(next_look) = next_look else {
             tracing::info!(
                 "uncertain send in neither the API's journal nor its queue after two looks; sending again"
             );
@@ -194,15 +228,9 @@ impl Drain {
             };
             self.store.record_outcome(&card.id, &record, now).await?;
             return Ok(Outcome::Progress);
-        }
+        };
         self.reconcile.looks = Some(looks);
-        // Look again soon enough to find a late entry quickly, and in time for the
-        // second look and the earliest re-queue.
-        let next = not_before
-            .max(second_look_at)
-            .min(now.saturating_add(duration_ms(LOOK_AGAIN)))
-            .max(now + STATE_CALL_GAP_MS);
-        Ok(wait_until(now, next))
+        Ok(wait_until(now, next_look))
     }
 
     /// The card's `typingTime` (the API shows "typing…" that long before sending).
@@ -365,6 +393,53 @@ mod tests {
             entry("card-b", CHAT, PHONE, Some(s + 1)),
         ];
         assert_eq!(ids(&entries, &card(CHAT), 0), ["card-b", "card-a"]);
+    }
+
+    #[test]
+    fn a_card_goes_out_again_only_after_two_misses_a_send_delay_apart_and_the_wait() {
+        let looks = Looks {
+            card_id: "m".into(),
+            attempt_started_at: 0,
+            typing_ms: 0,
+            first_miss: None,
+            last_miss: None,
+        };
+        let delay = 3_000;
+        // A first miss long after the wait (a restart): one more look, a delay later.
+        let first = looks.clone().missed_at(600_000);
+        assert_eq!(
+            first.verdict(600_000, 120_000, delay),
+            Verdict::LookAgainAt(603_000)
+        );
+        let early = first.clone().missed_at(602_000);
+        assert_eq!(
+            early.verdict(602_000, 120_000, delay),
+            Verdict::LookAgainAt(603_100)
+        );
+        let second = early.missed_at(603_000);
+        assert_eq!(second.verdict(603_000, 120_000, delay), Verdict::SendAgain);
+        // Two misses far apart, but the wait is not over: look every few seconds.
+        let one = looks.clone().missed_at(1_000).missed_at(10_000);
+        assert_eq!(
+            one.verdict(10_000, 125_000, delay),
+            Verdict::LookAgainAt(15_000)
+        );
+        assert_eq!(
+            one.verdict(124_000, 125_000, delay),
+            Verdict::LookAgainAt(125_100)
+        );
+        assert_eq!(
+            one.clone()
+                .missed_at(125_000)
+                .verdict(125_000, 125_000, delay),
+            Verdict::SendAgain
+        );
+        // One miss alone never sends again, even with no send delay at all.
+        let single = looks.missed_at(200_000);
+        assert!(matches!(
+            single.verdict(200_000, 0, 0),
+            Verdict::LookAgainAt(_)
+        ));
     }
 
     #[test]
