@@ -26,6 +26,8 @@ mod world;
 mod tests_api;
 #[cfg(test)]
 mod tests_control;
+#[cfg(test)]
+mod tests_journal;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
