@@ -126,7 +126,11 @@ impl Drain {
             return;
         }
         self.reconcile.last_settings_call = now;
-        match self.api.settings().await {
+        let started = std::time::Instant::now();
+        let answer = self.api.settings().await;
+        self.count_call("getSettings", answer.is_ok(), started);
+        self.reconcile.last_settings_call = now_ms();
+        match answer {
             Ok(settings) => {
                 let ms = i64::try_from(settings.delay_send_ms).unwrap_or(i64::MAX);
                 if self.reconcile.api_delay_ms != Some(ms) {
@@ -138,6 +142,11 @@ impl Drain {
                 tracing::warn!(instance = %self.name, %error, "getSettings failed; the reconciler assumes send_delay as the API's send delay");
             }
         }
+    }
+
+    fn count_call(&self, method: &'static str, ok: bool, started: std::time::Instant) {
+        let status = if ok { "200" } else { "error" };
+        crate::metrics::upstream_request(&self.name, method, status, started.elapsed());
     }
 
     /// The API's send delay: from `getSettings`, else the configured `send_delay`.
@@ -173,8 +182,15 @@ impl Drain {
         let now = now_ms();
         self.reconcile.last_journal_call = now;
         let minutes = minutes_to_ask(now, card.attempt_started_at);
+        let started = std::time::Instant::now();
         let journal = self.api.last_outgoing(minutes).await;
+        self.count_call("lastOutgoingMessages", journal.is_ok(), started);
+        let started = std::time::Instant::now();
         let queue = self.api.queue().await;
+        self.count_call("showMessagesQueue", queue.is_ok(), started);
+        // The gap runs from the answers, so the API, counting from when the requests
+        // arrived, never sees two of one method within a second.
+        self.reconcile.last_journal_call = now_ms();
         let entries: Vec<JournalEntry> = match (journal, queue) {
             (Ok(mut journal), Ok(queue)) => {
                 journal.extend(queue);
