@@ -212,7 +212,7 @@ impl Drain {
         let window = Window::of_attempt(card.attempt_started_at, late_side);
         for entry in candidates(&entries, &card, window) {
             if !self.store.id_message_taken(&entry.id_message).await? {
-                tracing::info!(id_message = %entry.id_message, in_queue = entry.timestamp.is_none(), "uncertain send found in the API's journal");
+                tracing::info!(id_message = %entry.id_message, in_queue = entry.timestamp.is_none(), "uncertain send found in the API's journal or queue");
                 let record = SendOutcomeRecord::Reconciled {
                     id_message: entry.id_message.clone(),
                 };
@@ -228,25 +228,21 @@ impl Drain {
             .saturating_add(duration_ms(self.queue.reconcile_lag))
             .saturating_add(api_delay)
             .saturating_add(looks.typing_ms);
-        let next_look = match looks.verdict(now, not_before, api_delay) {
-            Verdict::SendAgain => None,
-            Verdict::LookAgainAt(at) => Some(at),
+        if let Verdict::LookAgainAt(at) = looks.verdict(now, not_before, api_delay) {
+            self.reconcile.looks = Some(looks);
+            return Ok(wait_until(now, at));
+        }
+        tracing::info!(
+            "uncertain send in neither the API's journal nor its queue after two looks; sending again"
+        );
+        self.reconcile.looks = None;
+        let record = SendOutcomeRecord::Requeue {
+            error: "not found in the API's journal or queue after reconcile_lag; sending again"
+                .into(),
+            http_status: None,
         };
-        let Some(next_look) = next_look else {
-            tracing::info!(
-                "uncertain send in neither the API's journal nor its queue after two looks; sending again"
-            );
-            self.reconcile.looks = None;
-            let record = SendOutcomeRecord::Requeue {
-                error: "not found in the API's journal or queue after reconcile_lag; sending again"
-                    .into(),
-                http_status: None,
-            };
-            self.store.record_outcome(&card.id, &record, now).await?;
-            return Ok(Outcome::Progress);
-        };
-        self.reconcile.looks = Some(looks);
-        Ok(wait_until(now, next_look))
+        self.store.record_outcome(&card.id, &record, now).await?;
+        Ok(Outcome::Progress)
     }
 
     /// The card's `typingTime` (the API shows "typing…" that long before sending).
