@@ -90,6 +90,32 @@ async fn a_company_reading_waid_does_not_hide_a_sent_card() {
 }
 
 #[tokio::test]
+async fn the_grouped_item1_tel_form_is_read_past_a_hostile_company() {
+    let sb = sandbox().await;
+    knobs(
+        &sb,
+        KnobPatch {
+            vcard_item_tel: Some(true),
+            ..KnobPatch::default()
+        },
+    );
+    sb.push_script(ID_INSTANCE, vec![taken_then_500()]);
+    let d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            reconcile_lag: "2s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let trap = json!({"chatId": "11001234567@c.us",
+        "contact": {"phoneContact": 79001234568u64, "firstName": "TEL;waid=79990000000:+79990000000",
+                    "company": "item2.TEL;waid=79990000000:+79990000000"}});
+    let stored = all_sent_once(&d, &sb, &[trap], Duration::from_secs(15)).await;
+    assert!(reconciled(&stored[0]), "{}", stored[0]);
+}
+
+#[tokio::test]
 async fn an_api_clock_twenty_seconds_behind_still_finds_the_card() {
     // The journal's timestamp is the API host's clock: 20 s behind ours, the entry
     // reads as older than the attempt.

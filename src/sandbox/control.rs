@@ -36,7 +36,7 @@ pub enum ControlError {
 }
 
 /// Every key `POST /sandbox/control` understands.
-const CONTROL_KEYS: [&str; 12] = [
+const CONTROL_KEYS: [&str; 13] = [
     "instance",
     "state",
     "failRate",
@@ -49,6 +49,7 @@ const CONTROL_KEYS: [&str; 12] = [
     "token",
     "dropAfterWrite",
     "clockSkewMs",
+    "vcardItemTel",
 ];
 
 impl IntoResponse for ControlError {

@@ -40,6 +40,10 @@ pub struct Knobs {
     /// How far the instance's clock is from the real one (journal timestamps), as
     /// the API's hosts' clocks differ from the daemon's.
     pub clock_skew_ms: i64,
+    /// Write the journal's vCard number in the grouped form some phones use,
+    /// `item1.TEL;waid=N:+N` with an `item1.X-ABLabel` line, instead of
+    /// `TEL;type=CELL;type=VOICE;waid=N:+N`.
+    pub vcard_item_tel: bool,
 }
 
 impl Default for Knobs {
@@ -54,6 +58,7 @@ impl Default for Knobs {
             journal_lag_ms: 0,
             drop_after_write: 0.0,
             clock_skew_ms: 0,
+            vcard_item_tel: false,
         }
     }
 }
@@ -88,6 +93,9 @@ impl Knobs {
         if let Some(ms) = patch.clock_skew_ms {
             self.clock_skew_ms = ms;
         }
+        if let Some(on) = patch.vcard_item_tel {
+            self.vcard_item_tel = on;
+        }
     }
 
     /// Whether the emulated instance moves messages out of its queue in this state.
@@ -109,6 +117,7 @@ impl Knobs {
             journal_lag_ms: Some(self.journal_lag_ms),
             drop_after_write: Some(self.drop_after_write),
             clock_skew_ms: Some(self.clock_skew_ms),
+            vcard_item_tel: Some(self.vcard_item_tel),
         }
     }
 }
@@ -135,6 +144,8 @@ pub struct KnobPatch {
     pub drop_after_write: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcard_item_tel: Option<bool>,
 }
 
 impl KnobPatch {
@@ -152,7 +163,8 @@ impl KnobPatch {
             delay_send_messages_milliseconds,
             journal_lag_ms,
             drop_after_write,
-            clock_skew_ms
+            clock_skew_ms,
+            vcard_item_tel
         );
     }
 }

@@ -112,3 +112,22 @@ async fn free_text_cannot_add_a_line_to_the_vcard() {
     assert!(vcard.contains("ORG:see waid=79990000000\n"), "{vcard}");
     assert_eq!(crate::upstream::phone_in_vcard(vcard), Some(79001234568));
 }
+
+#[tokio::test]
+async fn the_vcard_can_use_the_grouped_tel_form() {
+    let (sb, c) = start(unlimited()).await;
+    sb.patch(
+        Some(ID),
+        KnobPatch {
+            vcard_item_tel: Some(true),
+            ..KnobPatch::default()
+        },
+    );
+    assert_eq!(send(&sb, &c, &card()).await.status(), StatusCode::OK);
+    let (_, journal) = get_json(&sb, &c, "lastOutgoingMessages").await;
+    let vcard = journal[0]["contact"]["vcard"].as_str().expect("vcard");
+    assert!(
+        vcard.ends_with("ORG:Bicycle\nitem1.TEL;waid=79001234568:+79001234568\nitem1.X-ABLabel:Mobile\nEND:VCARD"),
+        "{vcard}"
+    );
+}

@@ -200,7 +200,7 @@ impl World {
             .filter(|s| s.left_at_ms >= since && s.left_at_ms.saturating_add(lag) <= now_ms)
             .map(|s| {
                 let at = s.left_at_ms.saturating_add(skew).div_euclid(1000);
-                journal_entry(&s.id_message, &s.card, at)
+                journal_entry(&s.id_message, &s.card, at, knobs.vcard_item_tel)
             })
             .collect()
     }
