@@ -116,6 +116,46 @@ async fn the_grouped_item1_tel_form_is_read_past_a_hostile_company() {
 }
 
 #[tokio::test]
+async fn the_entry_sent_through_the_api_wins_over_the_same_card_typed_on_the_phone() {
+    // In the same second as the API sent the card, the same contact went to the same
+    // chat from the phone itself: the journal lists both; the API's is this card.
+    let sb = sandbox().await;
+    knobs(
+        &sb,
+        KnobPatch {
+            journal_lag_ms: Some(1_500),
+            ..KnobPatch::default()
+        },
+    );
+    sb.push_script(ID_INSTANCE, vec![taken_then_500()]);
+    let d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            reconcile_lag: "3s",
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = common::card(1);
+    let id = d.enqueue_ok(&body).await;
+    common::eventually(
+        Duration::from_secs(5),
+        "the sandbox took the card",
+        || async { sb.received(ID_INSTANCE).len() == 1 },
+    )
+    .await;
+    let taken = sb.received(ID_INSTANCE)[0].clone();
+    let typed = sb
+        .typed_on_phone(ID_INSTANCE, &body, taken.received_at_ms)
+        .expect("a valid card");
+    let sent = d.wait_state(&id, "sent", Duration::from_secs(15)).await;
+    assert!(reconciled(&sent), "{sent}");
+    assert_ne!(sent["idMessage"], json!(typed), "not the phone's message");
+    assert_received_once_and_recorded(&sb, &[sent]);
+    assert_eq!(sb.received(ID_INSTANCE).len(), 1);
+}
+
+#[tokio::test]
 async fn an_api_clock_twenty_seconds_behind_still_finds_the_card() {
     // The journal's timestamp is the API host's clock: 20 s behind ours, the entry
     // reads as older than the attempt.

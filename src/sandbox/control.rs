@@ -1,6 +1,7 @@
 //! The steering endpoints on the sandbox's own listener, for tests and demos:
 //! `GET|POST /sandbox/control` (knobs), `POST /sandbox/script` (scripted answers for
-//! the next `sendContact`s), `GET /sandbox/sent?instance=ID` (every accepted card).
+//! the next `sendContact`s), `GET /sandbox/sent?instance=ID` (every accepted card),
+//! `POST /sandbox/typed` (a card sent from the phone, into the journal).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,6 +34,8 @@ pub enum ControlError {
     TokenWithoutInstance,
     #[error("unknown field '{0}'")]
     UnknownField(String),
+    #[error("body: {0}")]
+    Card(String),
 }
 
 /// Every key `POST /sandbox/control` understands.
@@ -218,4 +221,27 @@ pub async fn sent(
         }
     };
     Json(Value::Array(cards))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TypedRequest {
+    instance: String,
+    /// A `sendContact` body: what was sent from the phone.
+    body: Value,
+    /// When it went out (Unix ms); now when absent.
+    #[serde(default)]
+    at_ms: Option<i64>,
+}
+
+/// `POST /sandbox/typed`: a contact card sent from the phone itself, listed in the
+/// journal with `sendByApi: false`, as the real journal lists everything the account
+/// sent. Answers its `idMessage`.
+pub async fn typed(State(world): State<Shared>, body: Bytes) -> Result<Json<Value>, ControlError> {
+    let req: TypedRequest = serde_json::from_slice(&body)?;
+    let card = crate::contact::Card::parse_json(req.body.to_string().as_bytes())
+        .map_err(|e| ControlError::Card(e.to_string()))?;
+    let at = req.at_ms.unwrap_or_else(super::world::now_ms);
+    let id_message = world.lock().typed_on_phone(&req.instance, card, at);
+    Ok(Json(json!({ "idMessage": id_message })))
 }

@@ -131,3 +131,26 @@ async fn the_vcard_can_use_the_grouped_tel_form() {
         "{vcard}"
     );
 }
+
+#[tokio::test]
+async fn a_card_typed_on_the_phone_is_in_the_journal_not_sent_by_api() {
+    let (sb, c) = start(unlimited()).await;
+    let typed = format!("{}/sandbox/typed", sb.url());
+    let bad = json!({"instance": ID, "body": {"chatId": "x"}});
+    let resp = c.post(&typed).json(&bad).send().await.expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let req = json!({"instance": ID, "body": card()});
+    let answer: Value = c
+        .post(&typed)
+        .json(&req)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let (_, journal) = get_json(&sb, &c, "lastOutgoingMessages").await;
+    assert_eq!(journal[0]["idMessage"], answer["idMessage"]);
+    assert_eq!(journal[0]["sendByApi"], false);
+    assert!(sb.received(ID).is_empty(), "not a send through the API");
+}

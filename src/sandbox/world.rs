@@ -33,6 +33,8 @@ struct Sent {
     id_message: String,
     card: Card,
     left_at_ms: i64,
+    /// False for a message typed on the phone (see [`World::typed_on_phone`]).
+    send_by_api: bool,
 }
 
 /// One emulated instance.
@@ -172,9 +174,23 @@ impl World {
                 id_message: q.id_message,
                 card: q.card,
                 left_at_ms: slot,
+                send_by_api: true,
             });
             inst.next_send_at_ms = slot.saturating_add(delay);
         }
+    }
+
+    /// Adds a card sent from the phone itself (`sendByApi: false`) to the journal, as
+    /// if it left at `at_ms`; returns its `idMessage`.
+    pub fn typed_on_phone(&mut self, id: &str, card: Card, at_ms: i64) -> String {
+        let id_message = self.fresh_id();
+        self.instance(id).journal.push(Sent {
+            id_message: id_message.clone(),
+            card,
+            left_at_ms: at_ms,
+            send_by_api: false,
+        });
+        id_message
     }
 
     pub fn drain_all(&mut self, now_ms: i64) {
@@ -200,7 +216,9 @@ impl World {
             .filter(|s| s.left_at_ms >= since && s.left_at_ms.saturating_add(lag) <= now_ms)
             .map(|s| {
                 let at = s.left_at_ms.saturating_add(skew).div_euclid(1000);
-                journal_entry(&s.id_message, &s.card, at, knobs.vcard_item_tel)
+                let mut entry = journal_entry(&s.id_message, &s.card, at, knobs.vcard_item_tel);
+                entry["sendByApi"] = Value::Bool(s.send_by_api);
+                entry
             })
             .collect()
     }
