@@ -314,6 +314,55 @@ mod tests {
         assert!(e.send_by_api && e.timestamp.is_none());
     }
 
+    /// Serves one HTTP answer with `body` on 127.0.0.1 and returns the base URL.
+    async fn serve_once(body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn api(url: String) -> GreenApi {
+        let instance = crate::config::InstanceSettings {
+            name: "main".into(),
+            api_url: url,
+            id_instance: "1101000001".into(),
+            api_token: crate::config::ApiToken::new("s3cr3t-token"),
+            send_delay: std::time::Duration::from_millis(500),
+        };
+        GreenApi::new(&instance, reqwest::Client::new())
+    }
+
+    #[tokio::test]
+    async fn get_settings_is_read_with_a_64_kib_cap() {
+        let small = serve_once(r#"{"delaySendMessagesMilliseconds":3000}"#.into()).await;
+        assert_eq!(
+            api(small).settings().await.expect("read").delay_send_ms,
+            3000
+        );
+        let padding = "x".repeat(SETTINGS_CAP);
+        let big = format!(r#"{{"webhookUrl":"{padding}","delaySendMessagesMilliseconds":3000}}"#);
+        let error = api(serve_once(big).await)
+            .settings()
+            .await
+            .expect_err("over the cap");
+        assert!(error.0.contains("longer than 65536 bytes"), "{error}");
+        assert!(!error.0.contains("s3cr3t-token"), "{error}");
+    }
+
     #[test]
     fn settings_give_the_send_delay() {
         let s = |t: &str| parse_settings(t).map(|s| s.delay_send_ms);
