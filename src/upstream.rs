@@ -11,6 +11,13 @@ use serde_json::Value;
 
 use crate::config::{ApiToken, InstanceSettings};
 
+// ---- The journal side (lastOutgoingMessages, showMessagesQueue, getSettings) lives in
+// ---- `upstream/journal.rs`, apart from the sendContact classification below.
+mod journal;
+pub use journal::{
+    journal_entry, parse_settings, phone_in_vcard, queue_entry, InstanceApiSettings, JournalEntry,
+};
+
 /// What became of one `sendContact` request. `drain` matches on it exhaustively.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
@@ -71,17 +78,6 @@ enum BodyError {
     TooLong(usize),
     /// The connection failed mid-body.
     Lost(reqwest::Error),
-}
-
-/// One outgoing message from `lastOutgoingMessages` or `showMessagesQueue`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalEntry {
-    pub id_message: String,
-    pub chat_id: String,
-    /// The phone of the contact card, when it is one.
-    pub phone: Option<u64>,
-    /// Unix seconds; None for entries still in the API's queue.
-    pub timestamp: Option<i64>,
 }
 
 /// Cuts the token out of any text.
@@ -481,53 +477,6 @@ fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - now;
     Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
-fn journal_entry(v: &Value) -> Option<JournalEntry> {
-    let vcard = v.pointer("/contact/vcard").and_then(Value::as_str);
-    Some(JournalEntry {
-        id_message: v.get("idMessage")?.as_str()?.to_string(),
-        chat_id: v.get("chatId")?.as_str()?.to_string(),
-        phone: vcard.and_then(phone_in_vcard),
-        timestamp: v.get("timestamp").and_then(Value::as_i64),
-    })
-}
-
-fn queue_entry(v: &Value) -> Option<JournalEntry> {
-    let body = v.get("body")?;
-    let phone = body.pointer("/contact/phoneContact").and_then(|p| {
-        p.as_u64()
-            .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-    });
-    Some(JournalEntry {
-        id_message: v
-            .get("messageID")
-            .or_else(|| v.get("idMessage"))?
-            .as_str()?
-            .to_string(),
-        chat_id: body.get("chatId")?.as_str()?.to_string(),
-        phone,
-        timestamp: None,
-    })
-}
-
-/// The phone of a vCard: `waid=79001234568`, else the digits of the first TEL line.
-pub fn phone_in_vcard(vcard: &str) -> Option<u64> {
-    if let Some(start) = vcard.find("waid=") {
-        let digits: String = vcard[start + 5..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(phone) = digits.parse() {
-            return Some(phone);
-        }
-    }
-    let tel = vcard
-        .lines()
-        .find(|l| l.to_ascii_uppercase().starts_with("TEL"))?;
-    let value = tel.rsplit(':').next()?;
-    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -92,26 +92,7 @@ fn redactor_cuts_the_token_out() {
     );
 }
 
-#[test]
-fn journal_entries_carry_the_vcard_phone() {
-    let v: Value = serde_json::json!({"idMessage":"ABC","chatId":"11001234567@c.us","timestamp":1700000000,
-        "typeMessage":"contactMessage","contact":{"displayName":"A","vcard":"BEGIN:VCARD\nVERSION:3.0\nFN:A\nTEL;type=CELL;type=VOICE;waid=79001234568:+7 900 123-45-68\nEND:VCARD"}});
-    let e = journal_entry(&v).unwrap();
-    assert_eq!(e.phone, Some(79001234568));
-    assert_eq!(e.timestamp, Some(1700000000));
-    assert_eq!(
-        phone_in_vcard("BEGIN:VCARD\nTEL:+1 (555) 123-45678\nEND:VCARD"),
-        Some(155512345678)
-    );
-}
-
-#[test]
-fn queue_entries_carry_the_body_phone() {
-    let v: Value = serde_json::json!({"messageID":"Q1","type":"contactMessage",
-        "body":{"chatId":"11001234567@c.us","contact":{"phoneContact":79001234568u64,"firstName":"A"}}});
-    let e = queue_entry(&v).unwrap();
-    assert_eq!((e.id_message.as_str(), e.phone), ("Q1", Some(79001234568)));
-}
+// The journal parsing is tested in `upstream/journal.rs`.
 
 #[test]
 fn retry_after_is_seconds_or_an_http_date() {

@@ -422,6 +422,8 @@ impl Drain {
                 }
                 self.authorized = true;
                 self.authorized_at = Some(now);
+                // The API's own send delay, for the reconciler (reconcile.rs).
+                self.refresh_api_settings().await;
                 self.line.update(|s| {
                     s.authorization = state;
                     s.hold = None;

@@ -1,6 +1,7 @@
 //! The steering endpoints on the sandbox's own listener, for tests and demos:
 //! `GET|POST /sandbox/control` (knobs), `POST /sandbox/script` (scripted answers for
-//! the next `sendContact`s), `GET /sandbox/sent?instance=ID` (every accepted card).
+//! the next `sendContact`s), `GET /sandbox/sent?instance=ID` (every accepted card),
+//! `POST /sandbox/typed` (a card sent from the phone, into the journal).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +26,8 @@ pub enum ControlError {
     State(String),
     #[error("failRate must be between 0 and 1, got {0}")]
     FailRate(f64),
+    #[error("dropAfterWrite must be between 0 and 1, got {0}")]
+    DropAfterWrite(f64),
     #[error("status {0} is not an HTTP status (100-999)")]
     Status(u16),
     #[error("refuseStatus must be 401, 403 or 0 (off), got {0}")]
@@ -35,10 +38,12 @@ pub enum ControlError {
     TokenWithoutInstance,
     #[error("unknown field '{0}'")]
     UnknownField(String),
+    #[error("body: {0}")]
+    Card(String),
 }
 
 /// Every key `POST /sandbox/control` understands.
-const CONTROL_KEYS: [&str; 14] = [
+const CONTROL_KEYS: [&str; 17] = [
     "instance",
     "state",
     "failRate",
@@ -53,6 +58,9 @@ const CONTROL_KEYS: [&str; 14] = [
     "quotaMethods",
     "refuseStatus",
     "redirectTo",
+    "dropAfterWrite",
+    "clockSkewMs",
+    "vcardItemTel",
 ];
 
 impl IntoResponse for ControlError {
@@ -91,6 +99,11 @@ pub fn check_patch(patch: &KnobPatch) -> Result<(), ControlError> {
     if let Some(rate) = patch.fail_rate {
         if !(0.0..=1.0).contains(&rate) {
             return Err(ControlError::FailRate(rate));
+        }
+    }
+    if let Some(rate) = patch.drop_after_write {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ControlError::DropAfterWrite(rate));
         }
     }
     for &status in patch.fail_statuses.iter().flatten() {
@@ -226,4 +239,27 @@ pub async fn sent(
         }
     };
     Json(Value::Array(cards))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TypedRequest {
+    instance: String,
+    /// A `sendContact` body: what was sent from the phone.
+    body: Value,
+    /// When it went out (Unix ms); now when absent.
+    #[serde(default)]
+    at_ms: Option<i64>,
+}
+
+/// `POST /sandbox/typed`: a contact card sent from the phone itself, listed in the
+/// journal with `sendByApi: false`, as the real journal lists everything the account
+/// sent. Answers its `idMessage`.
+pub async fn typed(State(world): State<Shared>, body: Bytes) -> Result<Json<Value>, ControlError> {
+    let req: TypedRequest = serde_json::from_slice(&body)?;
+    let card = crate::contact::Card::parse_json(req.body.to_string().as_bytes())
+        .map_err(|e| ControlError::Card(e.to_string()))?;
+    let at = req.at_ms.unwrap_or_else(super::world::now_ms);
+    let id_message = world.lock().typed_on_phone(&req.instance, card, at);
+    Ok(Json(json!({ "idMessage": id_message })))
 }

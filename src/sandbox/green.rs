@@ -140,6 +140,19 @@ async fn send_contact(
         let retry = (status == 429).then(|| knobs.retry_after_seconds.unwrap_or(1));
         return replies::default_for(status, path, chat_id.as_deref(), retry);
     }
+    if knobs.drop_after_write > 0.0 && rand::rng().random::<f64>() < knobs.drop_after_write {
+        // The request is handled as usual (a valid card is taken and recorded), then
+        // the connection is closed before a byte of the answer: the client cannot
+        // know whether its card went out.
+        let answer = answer_normally(world, id, knobs, path, body);
+        tracing::debug!(
+            instance = id,
+            status = answer.status().as_u16(),
+            "sandbox drops the connection after the request"
+        );
+        conn.cut();
+        return answer;
+    }
     answer_normally(world, id, knobs, path, body)
 }
 

@@ -34,6 +34,17 @@ pub struct Knobs {
     /// How long a sent message stays out of `lastOutgoingMessages` (the real journal
     /// lags up to 2 minutes); 0 by default so tests see sends at once.
     pub journal_lag_ms: u64,
+    /// Share (0.0–1.0) of `sendContact`s that are taken (recorded and queued, as a
+    /// real server that did its work) and then answered by closing the connection
+    /// without a byte: the client's request was written, its answer never comes.
+    pub drop_after_write: f64,
+    /// How far the instance's clock is from the real one (journal timestamps), as
+    /// the API's hosts' clocks differ from the daemon's.
+    pub clock_skew_ms: i64,
+    /// Write the journal's vCard number in the grouped form some phones use,
+    /// `item1.TEL;waid=N:+N` with an `item1.X-ABLabel` line, instead of
+    /// `TEL;type=CELL;type=VOICE;waid=N:+N`.
+    pub vcard_item_tel: bool,
     /// The chats quota: when not empty, only these chats can be reached and a
     /// `sendContact` to any other answers the chats-quota 466.
     pub allowed_chats: Vec<String>,
@@ -55,6 +66,9 @@ impl Default for Knobs {
             latency: Duration::ZERO,
             delay_send_ms: 0,
             journal_lag_ms: 0,
+            drop_after_write: 0.0,
+            clock_skew_ms: 0,
+            vcard_item_tel: false,
             allowed_chats: Vec::new(),
             quota_methods: Vec::new(),
             refuse_status: 0,
@@ -87,6 +101,15 @@ impl Knobs {
         if let Some(ms) = patch.journal_lag_ms {
             self.journal_lag_ms = ms;
         }
+        if let Some(rate) = patch.drop_after_write {
+            self.drop_after_write = rate;
+        }
+        if let Some(ms) = patch.clock_skew_ms {
+            self.clock_skew_ms = ms;
+        }
+        if let Some(on) = patch.vcard_item_tel {
+            self.vcard_item_tel = on;
+        }
         if let Some(chats) = &patch.allowed_chats {
             self.allowed_chats.clone_from(chats);
         }
@@ -114,9 +137,10 @@ impl Knobs {
     }
 
     /// Whether the emulated instance moves messages out of its queue in this state.
-    /// The real service sends only while authorized (a yellow card still sends).
+    /// The real service sends only while authorized: on a yellow card, blocked or
+    /// logged out it keeps taking sends into its queue and sends none of them.
     pub fn drains(&self) -> bool {
-        matches!(self.state.as_str(), "authorized" | "yellowCard")
+        self.state == "authorized"
     }
 
     /// The JSON view shown by `GET /sandbox/control`.
@@ -129,6 +153,9 @@ impl Knobs {
             latency_ms: Some(u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX)),
             delay_send_messages_milliseconds: Some(self.delay_send_ms),
             journal_lag_ms: Some(self.journal_lag_ms),
+            drop_after_write: Some(self.drop_after_write),
+            clock_skew_ms: Some(self.clock_skew_ms),
+            vcard_item_tel: Some(self.vcard_item_tel),
             allowed_chats: Some(self.allowed_chats.clone()),
             quota_methods: Some(self.quota_methods.clone()),
             refuse_status: Some(self.refuse_status),
@@ -155,6 +182,12 @@ pub struct KnobPatch {
     pub delay_send_messages_milliseconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_lag_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_after_write: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcard_item_tel: Option<bool>,
     /// The chats quota (see [`Knobs::allowed_chats`]); `[]` lifts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_chats: Option<Vec<String>>,
@@ -183,6 +216,9 @@ impl KnobPatch {
             latency_ms,
             delay_send_messages_milliseconds,
             journal_lag_ms,
+            drop_after_write,
+            clock_skew_ms,
+            vcard_item_tel,
             allowed_chats,
             quota_methods,
             refuse_status,

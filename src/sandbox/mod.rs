@@ -28,6 +28,8 @@ mod world;
 mod tests_api;
 #[cfg(test)]
 mod tests_control;
+#[cfg(test)]
+mod tests_journal;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -181,6 +183,28 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// Puts a card sent from the phone (not through the API: `sendByApi: false`) into
+    /// `instance`'s journal as if it went out at `at_ms`; returns its `idMessage`.
+    pub fn typed_on_phone(
+        &self,
+        instance: &str,
+        body: &serde_json::Value,
+        at_ms: i64,
+    ) -> Option<String> {
+        let card = crate::contact::Card::parse_json(body.to_string().as_bytes()).ok()?;
+        Some(
+            self.inner
+                .world
+                .lock()
+                .typed_on_phone(instance, card, at_ms),
+        )
+    }
+
+    /// How many cards wait in `instance`'s own send queue (`showMessagesQueue`).
+    pub fn queued(&self, instance: &str) -> usize {
+        self.inner.world.lock().queue_len(instance)
+    }
+
     /// How many `method` requests reached `instance`, rejected ones included.
     pub fn request_count(&self, instance: &str, method: &str) -> usize {
         let w = self.inner.world.lock();
@@ -201,6 +225,7 @@ fn router(world: Shared) -> Router {
         .route("/sandbox/control", get(control::show).post(control::update))
         .route("/sandbox/script", post(control::script))
         .route("/sandbox/sent", get(control::sent))
+        .route("/sandbox/typed", post(control::typed))
         .route("/{instance}/{method}/{token}", any(green::handle))
         .fallback(
             |verb: axum::http::Method, uri: axum::http::Uri| async move {

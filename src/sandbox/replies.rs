@@ -161,8 +161,8 @@ fn with_retry_after(mut resp: Response, secs: Option<u64>) -> Response {
 }
 
 /// One `lastOutgoingMessages` entry for a sent contact card.
-pub fn journal_entry(id_message: &str, card: &Card, timestamp: i64) -> Value {
-    let (display_name, vcard) = vcard(card);
+pub fn journal_entry(id_message: &str, card: &Card, timestamp: i64, item_tel: bool) -> Value {
+    let (display_name, vcard) = vcard(card, item_tel);
     let mut entry = json!({
         "type": "outgoing",
         "idMessage": id_message,
@@ -181,9 +181,11 @@ pub fn journal_entry(id_message: &str, card: &Card, timestamp: i64) -> Value {
 
 /// The display name and vCard WhatsApp makes of a contact, e.g.
 /// `N:Evpatoriysky;Artem;Petrovich;;` and `FN:Artem Evpatoriysky`.
-pub fn vcard(card: &Card) -> (String, String) {
+pub fn vcard(card: &Card, item_tel: bool) -> (String, String) {
     let c = &card.contact;
-    let part = |s: &Option<String>| s.clone().unwrap_or_default();
+    // Free text goes in as it is (a company may read `see waid=79990000000`), with
+    // line breaks escaped as vCard text requires, so no value starts a line of its own.
+    let part = |s: &Option<String>| escape(s.as_deref().unwrap_or_default());
     let names: Vec<&str> = [&c.first_name, &c.last_name]
         .into_iter()
         .filter_map(|s| s.as_deref())
@@ -206,13 +208,25 @@ pub fn vcard(card: &Card) -> (String, String) {
             part(&c.first_name),
             part(&c.middle_name)
         ),
-        format!("FN:{display}"),
+        format!("FN:{}", escape(&display)),
     ];
     if let Some(company) = &c.company {
-        lines.push(format!("ORG:{company}"));
+        lines.push(format!("ORG:{}", escape(company)));
     }
     let phone = c.phone_contact;
-    lines.push(format!("TEL;type=CELL;type=VOICE;waid={phone}:+{phone}"));
+    if item_tel {
+        lines.push(format!("item1.TEL;waid={phone}:+{phone}"));
+        lines.push("item1.X-ABLabel:Mobile".to_owned());
+    } else {
+        lines.push(format!("TEL;type=CELL;type=VOICE;waid={phone}:+{phone}"));
+    }
     lines.push("END:VCARD".to_owned());
     (display, lines.join("\n"))
+}
+
+/// vCard text escaping of a backslash and line breaks.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace("\r\n", "\\n")
+        .replace(['\n', '\r'], "\\n")
 }

@@ -33,6 +33,8 @@ struct Sent {
     id_message: String,
     card: Card,
     left_at_ms: i64,
+    /// False for a message typed on the phone (see [`World::typed_on_phone`]).
+    send_by_api: bool,
 }
 
 /// One emulated instance.
@@ -172,9 +174,23 @@ impl World {
                 id_message: q.id_message,
                 card: q.card,
                 left_at_ms: slot,
+                send_by_api: true,
             });
             inst.next_send_at_ms = slot.saturating_add(delay);
         }
+    }
+
+    /// Adds a card sent from the phone itself (`sendByApi: false`) to the journal, as
+    /// if it left at `at_ms`; returns its `idMessage`.
+    pub fn typed_on_phone(&mut self, id: &str, card: Card, at_ms: i64) -> String {
+        let id_message = self.fresh_id();
+        self.instance(id).journal.push(Sent {
+            id_message: id_message.clone(),
+            card,
+            left_at_ms: at_ms,
+            send_by_api: false,
+        });
+        id_message
     }
 
     pub fn drain_all(&mut self, now_ms: i64) {
@@ -187,7 +203,9 @@ impl World {
     /// `lastOutgoingMessages`: newest first, those sent within `minutes` and already
     /// visible (past the journal lag).
     pub fn journal(&self, id: &str, minutes: i64, now_ms: i64) -> Vec<Value> {
-        let lag = i64::try_from(self.knobs(id).journal_lag_ms).unwrap_or(i64::MAX);
+        let knobs = self.knobs(id);
+        let lag = i64::try_from(knobs.journal_lag_ms).unwrap_or(i64::MAX);
+        let skew = knobs.clock_skew_ms;
         let since = now_ms.saturating_sub(minutes.saturating_mul(60_000));
         let Some(inst) = self.instances.get(id) else {
             return Vec::new();
@@ -196,7 +214,12 @@ impl World {
             .iter()
             .rev()
             .filter(|s| s.left_at_ms >= since && s.left_at_ms.saturating_add(lag) <= now_ms)
-            .map(|s| journal_entry(&s.id_message, &s.card, s.left_at_ms / 1000))
+            .map(|s| {
+                let at = s.left_at_ms.saturating_add(skew).div_euclid(1000);
+                let mut entry = journal_entry(&s.id_message, &s.card, at, knobs.vcard_item_tel);
+                entry["sendByApi"] = Value::Bool(s.send_by_api);
+                entry
+            })
             .collect()
     }
 
