@@ -1,5 +1,5 @@
 //! Settings: the `config` crate's layers (defaults < file < `CONTACTQ_…` environment),
-//! durations, instances and their token files (SPEC §2).
+//! durations, instances and their token files (docs/api.md §2).
 //!
 //! Everything is parsed here, once: the rest of the daemon sees typed values and never a
 //! raw string. A bad key stops the daemon with one line naming it (exit 78 in `main`).
@@ -371,7 +371,7 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
         raw.send_delay.as_deref().unwrap_or("5s"),
     )?;
     // The API's own minimum delaySendMessagesMilliseconds is 500 ms; lower only makes
-    // sense against the loopback sandbox (SPEC section 6).
+    // sense against the loopback sandbox (docs/api.md §6).
     if send_delay < Duration::from_millis(500) && !is_loopback(&api_url) {
         return Err(key_error(
             key("send_delay"),
@@ -568,7 +568,7 @@ fn default_socket(env: &std::collections::HashMap<String, String>) -> PathBuf {
     )
 }
 
-/// The default socket (SPEC section 2), shared by the daemon and the CLI:
+/// The default socket (docs/api.md §2), shared by the daemon and the CLI:
 /// `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
 /// `$XDG_RUNTIME_DIR/contactq.sock`, else `/tmp/contactq-<uid>.sock`.
 pub fn socket_path_from(runtime: Option<&str>, xdg: Option<&str>, uid: u32) -> PathBuf {

@@ -1,7 +1,7 @@
-//! The socket API's request and response bodies (SPEC §3).
+//! The socket API's request and response bodies (docs/api.md §3).
 //!
 //! Both the daemon (which answers) and the CLI (which asks and draws) use these types,
-//! so the two sides cannot drift. Field names are the SPEC's camelCase JSON names.
+//! so the two sides cannot drift. Field names are docs/api.md's camelCase JSON names.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Fault paths, black-box: every upstream answer class of SPEC §6, expiry, retry, quota,
+//! Fault paths, black-box: every upstream answer class of docs/api.md §6, expiry, retry, quota,
 //! and the token kept out of everything the daemon writes.
 
 mod common;

@@ -15,7 +15,7 @@ use crate::contact::{phone_warning, Card};
 use crate::protocol::{BatchAccepted, MessageView};
 use crate::store::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
-/// Largest single-card body (SPEC §4).
+/// Largest single-card body (docs/api.md §4).
 pub const MAX_BODY: usize = 100 * 1024;
 /// Largest batch body.
 pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;

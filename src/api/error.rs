@@ -7,7 +7,7 @@ use axum::Json;
 use crate::protocol::ErrorBody;
 use crate::store::StoreError;
 
-/// An error answer of the socket API (SPEC §3).
+/// An error answer of the socket API (docs/api.md §3).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{error}: {details}")]

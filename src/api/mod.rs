@@ -1,4 +1,4 @@
-//! The local API: HTTP/1.1 + JSON on the Unix socket (SPEC §3).
+//! The local API: HTTP/1.1 + JSON on the Unix socket (docs/api.md §3).
 //!
 //! One file per route group; [`error::ApiError`] is the one mapping to status codes.
 //! The API only talks to the store and rings the drains' bells; it never calls the
@@ -73,7 +73,7 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
     }
 }
 
-/// The routes of SPEC §3.
+/// The routes of docs/api.md §3.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(

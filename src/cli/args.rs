@@ -1,4 +1,4 @@
-//! The whole command line, as clap derive types (SPEC §1), and where the socket is.
+//! The whole command line, as clap derive types (docs/api.md §1), and where the socket is.
 //!
 //! Parsing only: nothing here talks to the daemon. `main.rs` dispatches `daemon`,
 //! `sandbox` and `demo`; every other command goes to [`crate::cli::run_client`].
@@ -187,7 +187,7 @@ pub struct InstanceArgs {
     pub output: OutputArgs,
 }
 
-/// Message states (SPEC §5), for `list --state`.
+/// Message states (docs/api.md §5), for `list --state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum State {
     Queued,
@@ -274,7 +274,7 @@ pub fn resolve_socket(cli: &Cli) -> PathBuf {
     crate::config::socket_from_config(cli.config.as_deref()).unwrap_or_else(default_socket_path)
 }
 
-/// SPEC §2 default: `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
+/// docs/api.md §2 default: `$RUNTIME_DIRECTORY/contactq.sock` under systemd, else
 /// `$XDG_RUNTIME_DIR/contactq.sock`, else `/tmp/contactq-<uid>.sock`.
 pub fn default_socket_path() -> PathBuf {
     crate::config::socket_path_from(

@@ -1,6 +1,6 @@
 //! HTTP/1.1 over the daemon's Unix socket: one request per connection, status + body.
 //!
-//! This is all the CLI knows of the daemon (SPEC §3). It does not interpret answers;
+//! This is all the CLI knows of the daemon (docs/api.md §3). It does not interpret answers;
 //! `commands` decides what a status means. A socket that is missing or refuses is its
 //! own error, [`ClientError::Unreachable`], because it has its own exit code (69) and
 //! its own advice: start the daemon.

@@ -1,6 +1,6 @@
 //! Everything a client command can fail with, and the exit code each one means.
 //!
-//! The codes are BSD sysexits (SPEC §1); the mapping lives here, in one match, so a
+//! The codes are BSD sysexits (docs/api.md §1); the mapping lives here, in one match, so a
 //! new failure cannot be added without deciding what a script will see. [`check`]
 //! reads an answer's status once for all commands: 2xx is success, 400/409/413 and an
 //! unknown instance are the user's input (65), an unknown message id is 1, 503 is

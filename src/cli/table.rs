@@ -125,7 +125,7 @@ pub fn humanize_secs(seconds: f64) -> String {
     }
 }
 
-/// Parses a SPEC timestamp (RFC 3339).
+/// Parses an API timestamp (RFC 3339).
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()

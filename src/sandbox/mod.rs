@@ -1,4 +1,4 @@
-//! The sandbox: an in-memory Green API emulator on loopback HTTP (SPEC §8), for
+//! The sandbox: an in-memory Green API emulator on loopback HTTP (docs/api.md §8), for
 //! trying the daemon without a WhatsApp account and for tests.
 //!
 //! It serves the methods contactq uses with the real API's validation (its own, in
