@@ -71,7 +71,7 @@ pub(super) async fn add_event(
 /// The head of an instance's queued line (?1 instance, ?2 how many).
 pub const HEAD_ROWS: &str = "SELECT id, instance, state, line_seq, chat_id, phone, body, \
     idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at, \
-    last_error, id_message, sent_at, ended_at FROM messages \
+    last_error, id_message, sent_at, ended_at, requeued_at FROM messages \
     WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT ?2";
 
 /// The card in flight on an instance (?1).
