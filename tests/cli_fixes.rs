@@ -346,3 +346,35 @@ fn every_positional_has_help_text() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_retried_card_counts_its_queue_age_from_the_retry() {
+    let sb = sandbox().await;
+    sb.push_script(
+        ID_INSTANCE,
+        vec![ScriptStep {
+            status: 400,
+            body: Some(json!({"statusCode": 400, "message": "bad request data"})),
+            ..ScriptStep::default()
+        }],
+    );
+    let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    let id = d.enqueue_ok(&card(1)).await;
+    d.wait_state(&id, "failed", Duration::from_secs(10)).await;
+    let mut pause = d.command();
+    pause.args(["pause", "main"]);
+    assert!(run(pause).status.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut retry = d.command();
+    retry.args(["retry", &id]);
+    let out = run(retry);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = d.status().await;
+    let age = status["oldestQueuedAgeSeconds"]
+        .as_f64()
+        .expect("a queued card");
+    assert!(
+        age < 1.0,
+        "counted from the retry, not the enqueue 1.5 s ago: {status}"
+    );
+}
