@@ -243,3 +243,26 @@ fn send_prints_one_id_per_line() {
         "01JD3W0000000000000000000A\n01JD3W0000000000000000000B\n"
     );
 }
+
+/// The `status` example in docs/operations.md is what this code draws.
+#[test]
+fn the_documented_status_example_is_what_status_draws() {
+    let view: StatusView = serde_json::from_value(json!({
+        "version":"0.4.0", "uptimeSeconds":200_000.0, "instances":[
+            {"name":"main","authorization":"authorized","queued":3,"sending":1,
+             "sent":98_765_432,"failed":2,"expired":4,"cancelled":5,
+             "oldestQueuedAgeSeconds":12.5,"sendDelayMs":5000,
+             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null},
+            {"name":"support-asia","authorization":"notAuthorized","queued":1000,"sending":0,
+             "sent":9_999_999,"failed":0,"expired":0,"cancelled":0,
+             "oldestQueuedAgeSeconds":3599.0,"sendDelayMs":5000,"nextSendAt":null,
+             "paused":true,"lastError":"HTTP 502 from the API: <html><head><title>502 Bad Gateway</title></head><body></body></html>"}
+        ]
+    }))
+    .unwrap();
+    let drawn = draw(|out| status(out, &view, false, now(), 80));
+    let doc = include_str!("../../docs/operations.md");
+    let start = doc.find("```\ncontactq 0.4.0").expect("the example") + 4;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    assert_eq!(example, drawn, "docs/operations.md differs from:\n{drawn}");
+}
