@@ -277,9 +277,10 @@ fn socket_is_listed_only_on_client_commands() {
             "{command} --help:\n{help}"
         );
     }
-    // Given to a command that does not use it: a usage error, not silently ignored.
+    // After a command that does not use it: an unknown option (before the command, the
+    // top-level option is for client commands and the others leave it alone).
     for args in [
-        vec!["--socket", "/tmp/x.sock", "restore", "/tmp/backup.db"],
+        vec!["restore", "/tmp/backup.db", "--socket", "/tmp/x.sock"],
         vec!["sandbox", "--socket", "/tmp/x.sock"],
         vec!["completions", "bash", "--socket", "/tmp/x.sock"],
     ] {

@@ -279,7 +279,7 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
-    let cli = Cli::command()
+    Cli::command()
         .try_get_matches_from(args)
         .and_then(|matches| {
             let mut cli = Cli::from_arg_matches(&matches)?;
@@ -297,31 +297,7 @@ where
         .map_err(|err| {
             let _ = err.print();
             clap_exit_code(&err)
-        })?;
-    // `--socket` before a command that does not use it would be silently ignored; the
-    // daemon refuses it itself (`main`), with its own words.
-    if cli.socket_flag && !uses_socket(&cli.command) && !matches!(cli.command, Command::Daemon) {
-        eprintln!(
-            "contactq: usage: --socket is an option of the client commands (send, status, list, \
-             show, cancel, retry, pause, resume, backup); this command does not use it"
-        );
-        return Err(super::error::EX_USAGE);
-    }
-    Ok(cli)
-}
-
-/// The commands that talk to the daemon's socket (and so take `--socket`).
-pub fn uses_socket(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::Daemon
-            | Command::CheckConfig
-            | Command::Restore(_)
-            | Command::Sandbox(_)
-            | Command::Demo
-            | Command::Completions { .. }
-            | Command::Manpage
-    )
+        })
 }
 
 /// clap exits 2 on usage errors; sysexits wants 64. Help and version are successes.

@@ -291,7 +291,7 @@ async fn a_missing_socket_exits_69_naming_the_path() {
 
 #[tokio::test]
 async fn completions_are_printed_for_each_shell() {
-    // No `--socket`: these commands do not talk to the daemon and refuse it.
+    // No `--socket`: these commands do not talk to the daemon.
     let offline = |args: &[&str]| parse_from(["contactq"].iter().chain(args)).unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let mut out = Vec::new();
