@@ -17,7 +17,11 @@ pub struct MessageView {
     pub contact: Value,
     pub quoted_message_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// When the card was first enqueued; `retry` does not change it.
     pub enqueued_at: String,
+    /// When `retry` last put the card back in line (absent if it never did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_at: Option<String>,
     pub expires_at: String,
     pub attempts: i64,
     pub last_error: Option<String>,

@@ -108,7 +108,7 @@ async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
         .into_iter()
         .map(|e| e.event)
         .collect();
-    assert_eq!(events, ["attempt", "sent"]);
+    assert_eq!(events, ["enqueued", "attempt", "sent"]);
     // A card that left the line is not claimed, and nothing else changes.
     let again = store.begin_attempt(&rows[1].id, "main", 3000).await;
     assert!(

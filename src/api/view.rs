@@ -23,6 +23,7 @@ pub fn message_view(row: &MessageRow) -> MessageView {
             .map(str::to_string),
         idempotency_key: row.idempotency_key.clone(),
         enqueued_at: format_ms(row.enqueued_at),
+        requeued_at: row.requeued_at.map(format_ms),
         expires_at: format_ms(row.expires_at),
         attempts: row.attempts,
         last_error: row.last_error.clone(),

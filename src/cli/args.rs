@@ -14,11 +14,12 @@ pub struct Cli {
     /// Configuration file (default /etc/contactq/contactq.toml if it exists).
     #[arg(long, global = true, env = "CONTACTQ_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The daemon's Unix socket (client commands only).
-    #[arg(long, global = true, env = "CONTACTQ_SOCKET", value_name = "PATH")]
+    /// The daemon's Unix socket, for client commands (also accepted after the command).
+    #[arg(long, env = "CONTACTQ_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// `socket` came from `--socket` itself, not from CONTACTQ_SOCKET (the daemon
-    /// refuses the option but tolerates an inherited variable that agrees with it).
+    /// `socket` came from `--socket` itself (before or after the command), not from
+    /// CONTACTQ_SOCKET (the daemon refuses the option but tolerates an inherited
+    /// variable that agrees with it).
     #[arg(skip)]
     pub socket_flag: bool,
     #[command(subcommand)]
@@ -29,6 +30,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground (what systemd starts).
+    // `--socket` is parsed (hidden) only so that `main` can refuse it in one clear line.
+    #[command(arg = clap::Arg::new("socket").long("socket").value_name("PATH")
+        .value_parser(clap::value_parser!(PathBuf)).hide(true))]
     Daemon,
     /// Check the daemon's configuration without starting it (exit 0, or 78 and the key).
     CheckConfig,
@@ -61,7 +65,8 @@ pub enum Command {
     Demo,
     /// Print shell completions to stdout.
     Completions {
-        #[arg(value_enum)]
+        /// The shell to write completions for.
+        #[arg(value_enum, value_name = "SHELL")]
         shell: CompletionShell,
     },
     /// Print the manual page (roff) to stdout.
@@ -74,6 +79,23 @@ pub enum Command {
 }
 
 pub use crate::sandbox::SandboxArgs;
+
+/// `--socket` after a client command (the same as before it; read through
+/// [`Cli::socket`], which [`parse_from`] fills from either place). Only client
+/// commands have it, so only their `--help` lists it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SocketArg {
+    /// The daemon's Unix socket (env CONTACTQ_SOCKET; default: daemon.socket of the
+    /// configuration).
+    #[arg(id = "socket", long = "socket", value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+/// Non-empty text: an empty id, name, key or cursor is a usage error (64), not a
+/// question for the daemon.
+fn non_empty() -> clap::builder::NonEmptyStringValueParser {
+    clap::builder::NonEmptyStringValueParser::new()
+}
 
 /// `--json`, shared by every client command.
 #[derive(Debug, Clone, Copy, Default, Args)]
@@ -91,7 +113,7 @@ pub struct SendArgs {
     #[arg(short = 'f', long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Instance name (may be omitted when exactly one instance is configured).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = non_empty())]
     pub instance: Option<String>,
     /// Recipient: `<digits>@c.us`, `<digits>@lid` or a group `…@g.us`.
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
@@ -115,10 +137,12 @@ pub struct SendArgs {
     #[arg(long, conflicts_with = "file")]
     pub quoted_message_id: Option<String>,
     /// Repeating an enqueue with the same key and body returns the original message.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = non_empty())]
     pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// `contactq status`.
@@ -129,24 +153,33 @@ pub struct StatusArgs {
     pub watch: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// `contactq list`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ListArgs {
-    #[arg(long, value_name = "NAME")]
+    /// Only this instance's messages.
+    #[arg(long, value_name = "NAME", value_parser = non_empty())]
     pub instance: Option<String>,
+    /// Only messages in this state.
     #[arg(long, value_enum)]
     pub state: Option<State>,
-    /// At most this many messages.
-    #[arg(long, value_name = "N")]
+    /// At most this many messages, 1 to 1000 (default 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
     pub limit: Option<u32>,
     /// The cursor printed after the previous page.
-    #[arg(long, value_name = "CURSOR")]
+    #[arg(long, value_name = "CURSOR", value_parser = non_empty())]
     pub before: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
+
+/// The most messages one `GET /v1/messages` page holds (`limit`, docs/api.md §3).
+pub const MAX_LIST_LIMIT: i64 = 1000;
 
 /// `contactq backup`.
 #[derive(Debug, Clone, Args)]
@@ -154,6 +187,8 @@ pub struct BackupArgs {
     /// Where to write the copy (a new file; it must not exist).
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// `contactq restore`.
@@ -174,17 +209,25 @@ pub struct RestoreArgs {
 /// `show`, `cancel`, `retry`: one message id.
 #[derive(Debug, Clone, Default, Args)]
 pub struct IdArgs {
+    /// The message id, as `send` printed it (a 26-character ULID).
+    #[arg(value_name = "ID", value_parser = non_empty())]
     pub id: String,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// `pause`, `resume`, `flush`: one instance name.
 #[derive(Debug, Clone, Default, Args)]
 pub struct InstanceArgs {
+    /// The instance, as named in the configuration (`[instances.NAME]`).
+    #[arg(value_name = "NAME", value_parser = non_empty())]
     pub name: String,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// Message states (docs/api.md §5), for `list --state`.
@@ -248,6 +291,14 @@ where
         .and_then(|matches| {
             let mut cli = Cli::from_arg_matches(&matches)?;
             cli.socket_flag = matches.value_source("socket") == Some(ValueSource::CommandLine);
+            // `--socket` after the command (client commands, and the daemon's hidden one)
+            // wins over the one before it and over CONTACTQ_SOCKET.
+            if let Some((_, sub)) = matches.subcommand() {
+                if let Ok(Some(path)) = sub.try_get_one::<PathBuf>("socket") {
+                    cli.socket = Some(path.clone());
+                    cli.socket_flag = true;
+                }
+            }
             Ok(cli)
         })
         .map_err(|err| {

@@ -181,7 +181,14 @@ async fn status_once(ctx: &mut Ctx<'_>, json: bool) -> Result<(), CliError> {
         return Ok(display::raw_json(ctx.out, &response.body)?);
     }
     let view: StatusView = parse(&response)?;
-    Ok(display::status(ctx.out, &view, ctx.color, Utc::now())?)
+    let width = super::table::output_width(ctx.terminal);
+    Ok(display::status(
+        ctx.out,
+        &view,
+        ctx.color,
+        Utc::now(),
+        width,
+    )?)
 }
 
 /// `contactq list`.
@@ -251,13 +258,32 @@ pub async fn show(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
     Ok(display::message_detail(ctx.out, &message, ctx.color)?)
 }
 
-/// `contactq cancel ID`.
+/// `contactq cancel ID`. Idempotent like `rm -f`: a message that is already
+/// `cancelled` is a success ("already cancelled", exit 0). The socket API still
+/// answers 409 to the second DELETE; the CLI then reads the message to tell "already
+/// cancelled" from "already sent" (or failed, expired…), which stays exit 65.
 pub async fn cancel(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
     let path = format!("/v1/messages/{}", encode(&args.id));
-    let response = check(
-        ctx.client.send(ApiRequest::delete(path)).await?,
-        NotFound::Message(&args.id),
-    )?;
+    let answer = ctx.client.send(ApiRequest::delete(path.clone())).await?;
+    let refused = answer.status == 409;
+    let response = match check(answer, NotFound::Message(&args.id)) {
+        Ok(response) => response,
+        Err(err) if refused => {
+            let current = check(
+                ctx.client.send(ApiRequest::get(path)).await?,
+                NotFound::Message(&args.id),
+            )?;
+            let state = parse::<MessageView>(&current).map(|m| m.state);
+            if state.as_deref().ok() != Some("cancelled") {
+                return Err(err);
+            }
+            if args.output.json {
+                return Ok(display::raw_json(ctx.out, &current.body)?);
+            }
+            return Ok(writeln!(ctx.out, "already cancelled {}", args.id)?);
+        }
+        Err(err) => return Err(err),
+    };
     if args.output.json {
         return Ok(display::raw_json(ctx.out, &response.body)?);
     }

@@ -27,19 +27,22 @@ pub fn raw_json(out: &mut dyn Write, body: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// `contactq status`: a header line, then one row per instance.
+/// `contactq status`: a header line, then one row per instance, and under it, indented,
+/// what does not fit a column: the rarer counts, why the line is held, the last error.
+/// No line is wider than `width` (the terminal's, or 80 when stdout is not one).
 pub fn status(
     out: &mut dyn Write,
     view: &StatusView,
     color: bool,
     now: DateTime<Utc>,
+    width: usize,
 ) -> io::Result<()> {
-    writeln!(
-        out,
+    let header = format!(
         "contactq {}, up {}",
         view.version,
         humanize_secs(view.uptime_seconds)
-    )?;
+    );
+    writeln!(out, "{}", truncate(&header, width))?;
     if view.instances.is_empty() {
         return writeln!(out, "no instances configured");
     }
@@ -47,21 +50,22 @@ pub fn status(
         "NAME",
         "AUTH",
         "QUEUED",
-        "SENDING",
         "SENT",
         "FAILED",
-        "EXPIRED",
-        "CANCELLED",
         "OLDEST",
         "NEXT SEND",
-        "HELD",
-        "LAST ERROR",
     ]);
     for instance in &view.instances {
         table.push(instance_row(instance, now));
+        for line in instance_details(instance, width) {
+            table.push_line(line);
+        }
     }
-    table.write(out, color)
+    table.write_within(out, color, width)
 }
+
+/// The longest instance name shown whole in the table (longer ones are cut with `…`).
+const NAME_WIDTH: usize = 16;
 
 fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
     let auth_color = match i.authorization.as_str() {
@@ -69,20 +73,12 @@ fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
         "blocked" | "yellowCard" => Some(RED),
         _ => Some(YELLOW),
     };
-    let held = match (&i.held, i.paused) {
-        (Some(reason), _) => truncate(reason, TEXT_WIDTH),
-        (None, true) => "paused".to_string(),
-        (None, false) => "-".to_string(),
-    };
     vec![
-        i.name.clone().into(),
+        truncate(&i.name, NAME_WIDTH).into(),
         Cell::colored(i.authorization.clone(), auth_color),
         i.queued.to_string().into(),
-        i.sending.to_string().into(),
         i.sent.to_string().into(),
         Cell::colored(i.failed.to_string(), Some(RED).filter(|_| i.failed > 0)),
-        i.expired.to_string().into(),
-        i.cancelled.to_string().into(),
         i.oldest_queued_age_seconds
             .map_or("-".into(), humanize_secs)
             .into(),
@@ -90,9 +86,43 @@ fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
             .as_deref()
             .map_or("-".into(), |t| until(t, now))
             .into(),
-        Cell::colored(held, Some(YELLOW).filter(|_| i.paused || i.held.is_some())),
-        or_dash(i.last_error.as_deref().map(|e| truncate(e, TEXT_WIDTH))).into(),
     ]
+}
+
+/// The indented lines under an instance's row: the non-zero counts without a column
+/// (sending, expired, cancelled), `held:` and `last error:`, each cut to `width`.
+fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
+    const INDENT: &str = "  ";
+    let room = width.saturating_sub(INDENT.len());
+    let counts: Vec<String> = [
+        ("sending", i.sending),
+        ("expired", i.expired),
+        ("cancelled", i.cancelled),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!("{name} {n}"))
+    .collect();
+    let held = match (&i.held, i.paused) {
+        (Some(reason), _) => Some(format!("held: {reason}")),
+        (None, true) => Some("held: paused".to_string()),
+        (None, false) => None,
+    };
+    let mut lines = Vec::new();
+    if !counts.is_empty() {
+        lines.push(counts.join(", "));
+    }
+    lines.extend(held);
+    lines.extend(
+        i.last_error
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("last error: {e}")),
+    );
+    lines
+        .into_iter()
+        .map(|line| format!("{INDENT}{}", truncate(&line, room)))
+        .collect()
 }
 
 /// `contactq list`: one row per message, then how to get the next page.
@@ -163,6 +193,7 @@ pub fn message_detail(out: &mut dyn Write, m: &MessageView, color: bool) -> io::
         ("quotedMessageId", m.quoted_message_id.clone()),
         ("idempotencyKey", m.idempotency_key.clone()),
         ("enqueuedAt", Some(m.enqueued_at.clone())),
+        ("requeuedAt", m.requeued_at.clone()),
         ("expiresAt", Some(m.expires_at.clone())),
         ("attempts", Some(m.attempts.to_string())),
         ("lastError", m.last_error.clone()),

@@ -56,44 +56,105 @@ fn status_has_one_row_per_instance_with_its_counts() {
         ]
     }))
     .unwrap();
-    let text = draw(|out| status(out, &view, false, now()));
+    let text = draw(|out| status(out, &view, false, now(), 80));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "contactq 0.1.0, up 1h02m");
     assert!(lines[1].starts_with("NAME"), "{text}");
-    for header in [
-        "AUTH",
-        "QUEUED",
-        "OLDEST",
-        "NEXT SEND",
-        "HELD",
-        "LAST ERROR",
-    ] {
+    for header in ["AUTH", "QUEUED", "SENT", "FAILED", "OLDEST", "NEXT SEND"] {
         assert!(lines[1].contains(header), "{header} missing: {text}");
     }
     let main: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
-        main[..12],
-        [
-            "main",
-            "authorized",
-            "3",
-            "1",
-            "120",
-            "2",
-            "4",
-            "5",
-            "13s",
-            "in",
-            "3s",
-            "-"
-        ]
+        main,
+        ["main", "authorized", "3", "120", "2", "13s", "in", "3s"]
     );
-    assert!(lines[3].starts_with("backup"), "{text}");
-    for cell in ["notAuthorized", "paused", "quota exceeded (466)"] {
-        assert!(lines[3].contains(cell), "{cell} missing: {text}");
-    }
+    // The counts without a column, under the row; zero ones are left out.
+    assert_eq!(lines[3], "  sending 1, expired 4, cancelled 5");
+    assert!(lines[4].starts_with("backup"), "{text}");
+    assert!(lines[4].contains("notAuthorized"), "{text}");
+    assert_eq!(lines[5], "  held: paused");
+    assert_eq!(lines[6], "  last error: quota exceeded (466)");
+    assert_eq!(lines.len(), 7, "{text}");
     assert!(!text.contains('\x1b'), "no colour when asked for none");
-    assert!(draw(|out| status(out, &view, true, now())).contains("\x1b[32mauthorized"));
+    assert!(draw(|out| status(out, &view, true, now(), 80)).contains("\x1b[32mauthorized"));
+}
+
+/// Long-ish real values: 12-character names, counts in the millions, the longest
+/// authorization state, a long hold reason and last error. Every line fits 80 columns
+/// (and a narrower terminal's width), colour codes not counted.
+#[test]
+fn status_fits_80_columns_with_long_values() {
+    let long_error = "HTTP 502 from the API: <html><head><title>502 Bad Gateway</title></head>\
+                      <body>nginx upstream timed out while reading response header</body></html>";
+    let view: StatusView = serde_json::from_value(json!({
+        "version":"0.1.0-rc.1+deb12", "uptimeSeconds":31_536_000.0, "instances":[
+            {"name":"sales-europe","authorization":"notAuthorized","queued":12_345_678,
+             "sending":1,"sent":98_765_432,"failed":1_234_567,"expired":7_654_321,
+             "cancelled":2_345_678,"oldestQueuedAgeSeconds":86399.0,"sendDelayMs":5000,
+             "nextSendAt":"2026-11-24T10:59:59Z","paused":true,
+             "held":"the API refused the token (401): check instances.sales-europe.api_token and restart",
+             "lastError":long_error},
+            {"name":"support-asia","authorization":"starting","queued":1_000_000,"sending":0,
+             "sent":9_999_999,"failed":0,"expired":0,"cancelled":0,
+             "oldestQueuedAgeSeconds":3599.0,"sendDelayMs":5000,
+             "nextSendAt":"2026-11-24T11:00:00Z","paused":false,"lastError":null}
+        ]
+    }))
+    .unwrap();
+    for width in [80, 60] {
+        for color in [false, true] {
+            let text = draw(|out| status(out, &view, color, now(), width));
+            let plain = strip_ansi(&text);
+            for line in plain.lines() {
+                assert!(
+                    line.chars().count() <= width,
+                    "{} > {width}: {line:?}\n{plain}",
+                    line.chars().count()
+                );
+            }
+            // Nothing that matters was dropped to make it fit.
+            if width == 80 {
+                for cell in [
+                    "sales-europe",
+                    "12345678",
+                    "98765432",
+                    "1234567",
+                    "support-asia",
+                ] {
+                    assert!(plain.contains(cell), "{cell} missing:\n{plain}");
+                }
+                assert!(
+                    plain.contains("  held: the API refused the token"),
+                    "{plain}"
+                );
+                assert!(
+                    plain.contains("  last error: HTTP 502 from the API"),
+                    "{plain}"
+                );
+                assert!(
+                    plain.contains("expired 7654321, cancelled 2345678"),
+                    "{plain}"
+                );
+            }
+        }
+    }
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[test]
@@ -181,4 +242,27 @@ fn send_prints_one_id_per_line() {
         text,
         "01JD3W0000000000000000000A\n01JD3W0000000000000000000B\n"
     );
+}
+
+/// The `status` example in docs/operations.md is what this code draws.
+#[test]
+fn the_documented_status_example_is_what_status_draws() {
+    let view: StatusView = serde_json::from_value(json!({
+        "version":"0.4.0", "uptimeSeconds":200_000.0, "instances":[
+            {"name":"main","authorization":"authorized","queued":3,"sending":1,
+             "sent":98_765_432,"failed":2,"expired":4,"cancelled":5,
+             "oldestQueuedAgeSeconds":12.5,"sendDelayMs":5000,
+             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null},
+            {"name":"support-asia","authorization":"notAuthorized","queued":1000,"sending":0,
+             "sent":9_999_999,"failed":0,"expired":0,"cancelled":0,
+             "oldestQueuedAgeSeconds":3599.0,"sendDelayMs":5000,"nextSendAt":null,
+             "paused":true,"lastError":"HTTP 502 from the API: <html><head><title>502 Bad Gateway</title></head><body></body></html>"}
+        ]
+    }))
+    .unwrap();
+    let drawn = draw(|out| status(out, &view, false, now(), 80));
+    let doc = include_str!("../../docs/operations.md");
+    let start = doc.find("```\ncontactq 0.4.0").expect("the example") + 4;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    assert_eq!(example, drawn, "docs/operations.md differs from:\n{drawn}");
 }

@@ -39,11 +39,18 @@ impl<T: Into<String>> From<T> for Cell {
     }
 }
 
-/// Rows under a header, every column as wide as its widest cell.
+/// Rows under a header, every column as wide as its widest cell; free lines (indented
+/// details under a row) may sit between rows and do not widen the columns.
 #[derive(Debug, Clone)]
 pub struct Table {
     header: Vec<&'static str>,
-    rows: Vec<Vec<Cell>>,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone)]
+enum Row {
+    Cells(Vec<Cell>),
+    Line(String),
 }
 
 impl Table {
@@ -55,14 +62,26 @@ impl Table {
     }
 
     pub fn push(&mut self, row: Vec<Cell>) {
-        self.rows.push(row);
+        self.rows.push(Row::Cells(row));
+    }
+
+    /// A line of its own (written as is, cut to the width) after the last row.
+    pub fn push_line(&mut self, line: String) {
+        self.rows.push(Row::Line(line));
     }
 
     /// Writes the table; colour codes are added around cells after padding is
     /// computed, so they never shift the columns.
     pub fn write(&self, out: &mut dyn Write, color: bool) -> io::Result<()> {
+        self.write_within(out, color, usize::MAX)
+    }
+
+    /// [`Table::write`], no line longer than `width` characters: a cell that would
+    /// cross it is cut with `…`, and the cells after it are left out.
+    pub fn write_within(&self, out: &mut dyn Write, color: bool, width: usize) -> io::Result<()> {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
+            let Row::Cells(row) = row else { continue };
             for (i, cell) in row.iter().enumerate() {
                 let width = cell.text.chars().count();
                 match widths.get_mut(i) {
@@ -71,20 +90,36 @@ impl Table {
                 }
             }
         }
-        let header: Vec<Cell> = self.header.iter().map(|h| Cell::from(*h)).collect();
+        let header = Row::Cells(self.header.iter().map(|h| Cell::from(*h)).collect());
         for row in std::iter::once(&header).chain(&self.rows) {
+            let row = match row {
+                Row::Line(text) => {
+                    writeln!(out, "{}", truncate(text, width).trim_end())?;
+                    continue;
+                }
+                Row::Cells(row) => row,
+            };
             let mut line = String::new();
+            // Characters on screen so far (colour codes take none).
+            let mut shown = 0;
             for (i, cell) in row.iter().enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
+                let gap = if i > 0 { 2 } else { 0 };
+                if shown + gap >= width {
+                    break;
                 }
-                let pad = widths[i] - cell.text.chars().count();
+                line.push_str(&" ".repeat(gap));
+                shown += gap;
+                let text = truncate(&cell.text, width - shown);
+                let len = text.chars().count();
                 match cell.color.filter(|_| color) {
-                    Some(code) => line.push_str(&format!("{code}{}{RESET}", cell.text)),
-                    None => line.push_str(&cell.text),
+                    Some(code) => line.push_str(&format!("{code}{text}{RESET}")),
+                    None => line.push_str(&text),
                 }
+                shown += len;
                 if i + 1 < row.len() {
+                    let pad = widths[i].saturating_sub(len).min(width - shown);
                     line.push_str(&" ".repeat(pad));
+                    shown += pad;
                 }
             }
             writeln!(out, "{}", line.trim_end())?;
@@ -111,6 +146,24 @@ pub fn paint(text: &str, code: Option<&'static str>, color: bool) -> String {
     match code.filter(|_| color) {
         Some(code) => format!("{code}{text}{RESET}"),
         None => text.to_string(),
+    }
+}
+
+/// How many columns the output may use: the terminal's width when stdout is one (read
+/// again on every call, so `status --watch` follows a resize), else 80.
+pub fn output_width(terminal: bool) -> usize {
+    const DEFAULT: usize = 80;
+    if !terminal {
+        return DEFAULT;
+    }
+    // SAFETY: TIOCGWINSZ only writes the winsize struct we pass; fd 1 may be anything,
+    // and a failure is reported by the return value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col >= 20 {
+        usize::from(size.ws_col)
+    } else {
+        DEFAULT
     }
 }
 

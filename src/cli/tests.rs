@@ -291,16 +291,20 @@ async fn a_missing_socket_exits_69_naming_the_path() {
 
 #[tokio::test]
 async fn completions_are_printed_for_each_shell() {
+    // No `--socket`: these commands do not talk to the daemon.
+    let offline = |args: &[&str]| parse_from(["contactq"].iter().chain(args)).unwrap();
     for shell in ["bash", "zsh", "fish"] {
-        let (result, out) = run(
-            std::path::Path::new("/nonexistent"),
-            &["completions", shell],
-        )
-        .await;
-        result.unwrap();
-        assert!(out.contains("contactq"), "{shell}");
+        let mut out = Vec::new();
+        execute(&offline(&["completions", shell]), &mut out)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8(out).unwrap().contains("contactq"),
+            "{shell}"
+        );
     }
-    let (result, out) = run(std::path::Path::new("/nonexistent"), &["manpage"]).await;
-    result.unwrap();
+    let mut out = Vec::new();
+    execute(&offline(&["manpage"]), &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
     assert!(out.contains(".TH"), "{out}");
 }

@@ -19,6 +19,11 @@ pub const INSERT_ROW: &str = "INSERT INTO messages
      enqueued_at, expires_at)
     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
+/// The first line of a card's history, written with its row (?1 the row's `seq`, just
+/// inserted; ?2 the enqueue time).
+pub const INSERT_ENQUEUED: &str =
+    "INSERT INTO events (message_seq, at, event) VALUES (?1, ?2, 'enqueued')";
+
 /// Adds a group's new rows to an instance's queued count and returns the count as of
 /// this transaction, for the answers' `position`. The writer keeps these counts itself
 /// (migration 0002): one statement per instance and group, not a trigger per row.
@@ -144,6 +149,7 @@ fn plan_job(
 
 fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_ROW).map_err(store_error)?;
+    let mut event = tx.prepare_cached(INSERT_ENQUEUED).map_err(store_error)?;
     for r in rows {
         insert
             .execute(params![
@@ -158,6 +164,9 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[MessageRow]) -> Result<()
                 r.enqueued_at,
                 r.expires_at
             ])
+            .map_err(store_error)?;
+        event
+            .execute(params![tx.last_insert_rowid(), r.enqueued_at])
             .map_err(store_error)?;
     }
     Ok(())
@@ -193,6 +202,7 @@ fn rows_by_ids(
                     id_message: r.get(14)?,
                     sent_at: r.get(15)?,
                     ended_at: r.get(16)?,
+                    requeued_at: r.get(17)?,
                 })
             })
             .optional()

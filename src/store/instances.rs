@@ -39,8 +39,9 @@ impl InstanceCounts {
 /// `status`: the trigger-kept counts of one instance (?1).
 pub const COUNTS: &str = "SELECT state, n FROM counts WHERE instance = ?1";
 
-/// `status`: the oldest queued card of an instance (?1), the head of its line.
-pub const OLDEST_QUEUED: &str = "SELECT enqueued_at FROM messages
+/// `status`: the oldest queued card of an instance (?1), the head of its line; a
+/// retried card counts from its retry (it went back in line as if enqueued then).
+pub const OLDEST_QUEUED: &str = "SELECT COALESCE(requeued_at, enqueued_at) FROM messages
     WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT 1";
 
 impl Store {

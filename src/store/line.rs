@@ -71,14 +71,14 @@ pub(super) async fn add_event(
 /// The head of an instance's queued line (?1 instance, ?2 how many).
 pub const HEAD_ROWS: &str = "SELECT id, instance, state, line_seq, chat_id, phone, body, \
     idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at, \
-    last_error, id_message, sent_at, ended_at FROM messages \
+    last_error, id_message, sent_at, ended_at, requeued_at FROM messages \
     WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT ?2";
 
 /// The head of an instance's queued line without the cards of held chats (?1 instance,
 /// ?2 how many, ?3 a JSON array of the held chat ids): used only while a chat is held.
 pub const HEAD_ROWS_SKIPPING: &str = "SELECT id, instance, state, line_seq, chat_id, phone, \
     body, idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at, \
-    last_error, id_message, sent_at, ended_at FROM messages \
+    last_error, id_message, sent_at, ended_at, requeued_at FROM messages \
     WHERE instance = ?1 AND state = 'queued' \
     AND chat_id NOT IN (SELECT value FROM json_each(?3)) ORDER BY line_seq LIMIT ?2";
 

@@ -28,13 +28,16 @@ pub struct MessageRow {
     pub id_message: Option<String>,
     pub sent_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// When `retry` last put the card back in line (`enqueued_at` stays the first
+    /// enqueue); None if it never was.
+    pub requeued_at: Option<i64>,
 }
 
 macro_rules! message_columns {
     () => {
         "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
          enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
-         sent_at, ended_at"
+         sent_at, ended_at, requeued_at"
     };
 }
 
@@ -92,6 +95,7 @@ impl MessageRow {
             id_message: None,
             sent_at: None,
             ended_at: None,
+            requeued_at: None,
         }
     }
 }
@@ -215,14 +219,15 @@ impl Store {
         Ok(row)
     }
 
-    /// Puts a failed or expired message at the tail of its line with a fresh expiry.
+    /// Puts a failed or expired message at the tail of its line with a fresh expiry, as
+    /// if enqueued now; `enqueued_at` keeps the first enqueue, `requeued_at` says when.
     pub async fn retry(&self, id: &str, max_age_ms: i64) -> Result<MessageRow, StoreError> {
         let now = now_ms();
         let line = self.next_line_seq();
         let _gate = self.gate().await;
         let mut tx = self.write.begin().await?;
         let changed = sqlx::query(
-            "UPDATE messages SET state = 'queued', line_seq = ?2, enqueued_at = ?3,
+            "UPDATE messages SET state = 'queued', line_seq = ?2, requeued_at = ?3,
                  expires_at = ?4, ended_at = NULL
              WHERE id = ?1 AND state IN ('failed', 'expired')",
         )
