@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::drain::Drain;
 use crate::lines::Lines;
 use crate::shutdown::{self, Shutdown};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{guard, Store, StoreError, StoreOptions};
 use crate::upstream::GreenApi;
 
 /// Why the daemon could not start or run.
@@ -32,10 +32,23 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The configuration names something the daemon must not use as it is (a socket
+    /// path that is not a socket, a damaged or unwritable database): exit 78.
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Refused(String),
+    #[error("{0}")]
+    Store(StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(why) => DaemonError::Refused(why),
+            other => DaemonError::Store(other),
+        }
+    }
 }
 
 /// How long shutdown waits for an in-flight send before leaving it `sending` (it is
@@ -120,8 +133,8 @@ pub async fn run_until(
     crate::notify::notify("READY=1\nSTATUS=accepting cards");
     ready(&settings.daemon.socket);
 
-    let mut api_shutdown = shutdown.clone();
-    api::serve(listener, state, async move { api_shutdown.recv().await }).await?;
+    let max_connections = fit_open_files(settings.daemon.max_connections);
+    api::serve(listener, state, max_connections, shutdown.clone()).await?;
     shutdown.recv().await;
     tracing::info!("shutting down: no longer accepting; waiting for in-flight sends");
     let grace = drain_grace(&settings);
@@ -145,18 +158,67 @@ pub async fn run_until(
     Ok(())
 }
 
-/// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
-fn lock_database(database: &Path) -> Result<File, DaemonError> {
-    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+/// File descriptors kept for everything but client connections: the database and its
+/// WAL/shm per connection, the lock, the listener, upstream HTTP, metrics, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises this process's open-files soft limit (usually 1024) to fit
+/// `max_connections` connections, up to the hard limit.
+/// Returns how many connections fit: fewer than asked only if the limit could not go up.
+fn fit_open_files(max_connections: usize) -> usize {
+    let needed = max_connections as u64 + RESERVED_FDS;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return max_connections;
     }
-    let mut lock_path = database.as_os_str().to_owned();
-    lock_path.push(".lock");
+    if limit.rlim_cur >= needed {
+        return max_connections;
+    }
+    // The hard limit is the operator's (LimitNOFILE=, ulimit -Hn): only the soft one
+    // moves, up to it.
+    let raised = libc::rlimit {
+        rlim_cur: needed.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    let fits = limit.rlim_cur.saturating_sub(RESERVED_FDS).max(16);
+    if fits < max_connections as u64 {
+        tracing::warn!(
+            max_connections,
+            open_files = limit.rlim_cur,
+            "daemon.max_connections does not fit the open-files limit; serving {fits} connections at once"
+        );
+        return fits as usize;
+    }
+    tracing::debug!(open_files = limit.rlim_cur, "raised the open-files limit");
+    max_connections
+}
+
+/// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
+/// The file is created 0640 whatever the umask and never through a symlink; its
+/// content is never read.
+fn lock_database(database: &Path) -> Result<File, DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = database.parent() {
+        guard::create_private_dir(dir)?;
+    }
+    let lock_path = guard::sidecar(database, ".lock");
+    let refuse =
+        |e: std::io::Error| DaemonError::Refused(format!("lock file {}: {e}", lock_path.display()));
+    guard::create_private_file(&lock_path, guard::FILE_MODE).map_err(refuse)?;
     let file = File::options()
-        .create(true)
-        .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(refuse)?;
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked != 0 {
@@ -179,7 +241,17 @@ fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonErr
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket is ours to replace: a regular file, a directory or a symlink
+        // there is someone's mistake or someone's data, never deleted.
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::Refused(format!(
+                "daemon.socket {} exists and is not a socket; refusing to replace it \
+                 (move it away or choose another path)",
+                path.display()
+            )));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(DaemonError::AlreadyRunning(format!(
                 "socket {} is served by another contactq daemon",
