@@ -377,6 +377,11 @@ async fn replacing_the_database_under_the_daemon_stops_writes() {
         ids
     };
     other.stop().await;
+    // Fold its WAL into the file, so the file alone holds those cards.
+    rusqlite::Connection::open(&other.database)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     let mut daemon = TestDaemon::start(&sb, paused()).await;
     daemon.enqueue_ok(&card(1)).await;
     let db = daemon.database.clone();
@@ -732,4 +737,70 @@ async fn two_thousand_idle_connections_do_not_starve_the_api() {
     );
     timed("contactq status", started);
     drop(idle);
+}
+
+#[tokio::test]
+async fn a_notify_socket_that_is_never_read_does_not_hold_the_daemon() {
+    let hand = Hand::new("queue.db", "");
+    // A datagram socket nobody reads: its queue fills after a few hundred pings.
+    let full = hand._dir.path().join("notify.sock");
+    let _receiver = std::os::unix::net::UnixDatagram::bind(&full).unwrap();
+    let mut hand = hand;
+    let mut cmd = hand.command();
+    cmd.env("NOTIFY_SOCKET", &full)
+        .env("WATCHDOG_USEC", "40000")
+        .env_remove("WATCHDOG_PID");
+    hand.start(cmd).await;
+    // 20 ms pings: well past any queue length (/proc/sys/net/unix/max_dgram_qlen).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let client = hand.client();
+    let health = client.send(ApiRequest::get("/v1/health"));
+    let health = tokio::time::timeout(Duration::from_secs(5), health).await;
+    assert_eq!(health.expect("health answers").unwrap().status, 200);
+    assert_eq!(hand.enqueue(&card(1)).await, 202);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let started = Instant::now();
+    hand.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_port_closes_half_sent_headers_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut hand = Hand::new(
+        "queue.db",
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    hand.start(hand.command()).await;
+    let closed = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: c\r\n")
+            .unwrap();
+        let started = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) if started.elapsed() < Duration::from_secs(19) => {
+                Some(started.elapsed())
+            }
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+    .expect("half-sent headers on the metrics port still open after 20 s");
+    assert!(
+        closed >= Duration::from_millis(9_500) && closed <= Duration::from_secs(12),
+        "closed after {closed:?}"
+    );
 }

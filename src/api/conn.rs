@@ -22,7 +22,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -45,10 +45,38 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// so nothing of it was acknowledged). Bounds how long one slow client delays SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A listening socket the API (or the metrics endpoint) is served on.
+pub trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+    /// The peer's credentials (only a Unix socket has them).
+    fn peer(io: &Self::Io) -> PeerCred;
+}
+
+impl Accept for UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(io, _)| io)
+    }
+    fn peer(io: &Self::Io) -> PeerCred {
+        PeerCred::of(io)
+    }
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(io, _)| io)
+    }
+    fn peer(_: &Self::Io) -> PeerCred {
+        PeerCred::default()
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` fires, then lets open requests end
 /// within [`SHUTDOWN_GRACE`].
-pub async fn serve(
-    listener: UnixListener,
+pub async fn serve<L: Accept>(
+    listener: L,
     router: Router,
     max_connections: usize,
     mut shutdown: Shutdown,
@@ -65,8 +93,8 @@ pub async fn serve(
             _ = shutdown.recv() => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = listener.accept_one() => match accepted {
+                Ok(stream) => stream,
                 Err(error) => {
                     // EMFILE and friends: the pending client stays in the backlog;
                     // pause instead of spinning, and say so now and then.
@@ -80,7 +108,7 @@ pub async fn serve(
             },
             _ = shutdown.recv() => break,
         };
-        let peer = PeerCred::of(&stream);
+        let peer = L::peer(&stream);
         let router = router.clone();
         let stop = shutdown.clone();
         connections.spawn(async move {
@@ -97,7 +125,10 @@ pub async fn serve(
 }
 
 /// One connection until it ends, times out, or shutdown's grace runs out.
-async fn serve_connection(stream: UnixStream, peer: PeerCred, router: Router, mut stop: Shutdown) {
+async fn serve_connection<S>(stream: S, peer: PeerCred, router: Router, mut stop: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
@@ -240,12 +271,12 @@ impl Drop for RequestGuard {
 }
 
 /// The socket, telling [`Activity`] when bytes arrive.
-struct Tracked {
-    inner: UnixStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -260,7 +291,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

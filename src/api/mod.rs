@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::{UnixListener, UnixStream};
 
-pub use conn::{BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, SHUTDOWN_GRACE};
+pub use conn::{serve as serve_router, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, SHUTDOWN_GRACE};
 pub use error::ApiError;
 pub use view::message_view;
 
