@@ -214,11 +214,18 @@ fn lock_database(database: &Path) -> Result<File, DaemonError> {
     let refuse =
         |e: std::io::Error| DaemonError::Refused(format!("lock file {}: {e}", lock_path.display()));
     guard::create_private_file(&lock_path, guard::FILE_MODE).map_err(refuse)?;
+    // O_NONBLOCK: a FIFO planted at the path must not hang the start.
     let file = File::options()
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&lock_path)
         .map_err(refuse)?;
+    if !file.metadata().map_err(refuse)?.is_file() {
+        return Err(DaemonError::Refused(format!(
+            "lock file {} is not a regular file",
+            lock_path.display()
+        )));
+    }
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked != 0 {

@@ -804,3 +804,27 @@ async fn the_metrics_port_closes_half_sent_headers_too() {
         "closed after {closed:?}"
     );
 }
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_planted_beside_the_database_is_refused_not_waited_on() {
+    for suffix in [".lock", "-wal"] {
+        let hand = Hand::new("queue.db", "");
+        // An existing database, so its WAL is looked at.
+        rusqlite::Connection::open(&hand.database)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); PRAGMA journal_mode = DELETE;")
+            .unwrap();
+        let fifo = PathBuf::from(format!("{}{suffix}", hand.database.display()));
+        mkfifo(&fifo);
+        let started = Instant::now();
+        let (code, stderr) = hand.refused();
+        assert_eq!(code, EX_CONFIG, "{suffix}: {stderr}");
+        assert!(stderr.contains(&fifo.display().to_string()), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

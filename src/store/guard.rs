@@ -101,13 +101,25 @@ pub fn prepare(path: &Path) -> Result<(), StoreError> {
         sidecar(path, "-wal"),
         sidecar(path, "-shm"),
     ] {
-        if file != path && !file.exists() {
-            continue;
+        match std::fs::metadata(&file) {
+            Err(_) if file != path => continue,
+            // A FIFO or device there would block the open below, or SQLite, for ever.
+            Ok(m) if !m.is_file() => {
+                return Err(StoreError::Refused(format!(
+                    "database file {} is not a regular file",
+                    file.display()
+                )))
+            }
+            _ => {}
         }
         // A real open for writing, not a mode check: root ignores modes, but not an
         // immutable file or a read-only mount. Nothing is written. (SQLite has not
         // opened the file yet, so closing this descriptor drops none of its locks.)
-        if let Err(e) = std::fs::OpenOptions::new().write(true).open(&file) {
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&file);
+        if let Err(e) = writable {
             return Err(StoreError::Refused(format!(
                 "database file {} cannot be written: {e}",
                 file.display()
