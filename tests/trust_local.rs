@@ -828,3 +828,23 @@ fn a_fifo_planted_beside_the_database_is_refused_not_waited_on() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+#[tokio::test]
+async fn a_wal_that_cannot_be_created_is_refused_at_start() {
+    let mut hand = Hand::new("data/queue.db", "");
+    database_with_cards(&mut hand, 3).await;
+    // Fold the WAL into the file and let SQLite remove it (and the shm).
+    rusqlite::Connection::open(&hand.database)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let wal = PathBuf::from(format!("{}-wal", hand.database.display()));
+    assert!(!wal.exists());
+    let dir = hand.database.parent().unwrap().to_path_buf();
+    let Some(_immutable) = Immutable::set(&dir) else {
+        return cannot_run("chattr +i is not available (needs root and ext4-like fs)");
+    };
+    let (code, stderr) = hand.refused();
+    assert_eq!(code, EX_CONFIG, "{stderr}");
+    assert!(stderr.contains(&wal.display().to_string()), "{stderr}");
+}

@@ -102,7 +102,19 @@ pub fn prepare(path: &Path) -> Result<(), StoreError> {
         sidecar(path, "-shm"),
     ] {
         match std::fs::metadata(&file) {
-            Err(_) if file != path => continue,
+            Err(_) if file != path => {
+                // SQLite will create it next to the database: the directory must let it.
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = dir.unwrap_or(Path::new("."));
+                if let Err(e) = writable_dir(dir) {
+                    return Err(StoreError::Refused(format!(
+                        "database file {} cannot be created: the directory {}: {e}",
+                        file.display(),
+                        dir.display()
+                    )));
+                }
+                continue;
+            }
             // A FIFO or device there would block the open below, or SQLite, for ever.
             Ok(m) if !m.is_file() => {
                 return Err(StoreError::Refused(format!(
@@ -135,6 +147,20 @@ pub fn prepare(path: &Path) -> Result<(), StoreError> {
         })?;
     }
     Ok(())
+}
+
+/// Whether files can be created in `dir`, asked of the kernel (access(2) sees an
+/// immutable directory and a read-only mount, even for root), creating nothing.
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// SQLite's `quick_check` on a read-only connection (it cannot write the database).
