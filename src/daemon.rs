@@ -267,13 +267,19 @@ fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonErr
         }
         std::fs::remove_file(path).map_err(socket_err)?;
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(socket_err)?;
+    if let Some(dir) = path.parent() {
+        // Writable by the owner only, whatever the umask: whoever can write the
+        // directory can put their own socket where clients expect the daemon's.
+        guard::create_dirs(dir, SOCKET_DIR_MODE, "daemon.socket")?;
     }
     let listener = UnixListener::bind(path).map_err(socket_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
     Ok((listener, true))
 }
+
+/// Mode of a directory contactq creates for its socket: anyone may pass through (the
+/// socket's own `socket_mode` says who may connect), only the owner may change it.
+const SOCKET_DIR_MODE: u32 = 0o755;
 
 /// The listening socket passed by systemd (`contactq.socket`), if any.
 fn activated_socket() -> Result<Option<UnixListener>, DaemonError> {

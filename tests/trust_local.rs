@@ -231,6 +231,32 @@ async fn database_files_are_private_whatever_the_umask() {
     hand.stop().await;
 }
 
+#[tokio::test]
+async fn the_socket_directory_is_writable_by_the_owner_only_whatever_the_umask() {
+    let mut hand = Hand::new("queue.db", "");
+    // A socket two directories down that do not exist yet.
+    let socket = hand._dir.path().join("run/contactq/contactq.sock");
+    let text = std::fs::read_to_string(&hand.config).unwrap().replace(
+        &format!("socket = {:?}", hand.socket),
+        &format!("socket = {socket:?}"),
+    );
+    std::fs::write(&hand.config, text).unwrap();
+    hand.socket = socket.clone();
+    let mut cmd = hand.command();
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    hand.start(cmd).await;
+    assert_eq!(mode(socket.parent().unwrap()), 0o755);
+    assert_eq!(mode(socket.parent().unwrap().parent().unwrap()), 0o755);
+    assert_eq!(mode(&socket), 0o660);
+    hand.stop().await;
+}
+
 /// A database with cards, closed cleanly (its WAL folded into the file).
 async fn database_with_cards(hand: &mut Hand, n: u64) {
     hand.start(hand.command()).await;

@@ -26,6 +26,11 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Creates `dir` and any missing parents with [`DIR_MODE`], set explicitly so the
 /// umask cannot widen (or narrow) it. Directories that already exist are left alone.
 pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    create_dirs(dir, DIR_MODE, "daemon.database")
+}
+
+/// Creates `dir` and any missing parents with exactly `mode`; a failure names `key`.
+pub fn create_dirs(dir: &Path, mode: u32, key: &str) -> Result<(), StoreError> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -34,13 +39,13 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     }
     let refuse = |d: &Path, e: std::io::Error| {
         StoreError::Refused(format!(
-            "daemon.database: cannot create the directory {}: {e}",
+            "{key}: cannot create the directory {}: {e}",
             d.display()
         ))
     };
     for d in missing.iter().rev() {
-        match std::fs::DirBuilder::new().mode(DIR_MODE).create(d) {
-            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(DIR_MODE))
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| refuse(d, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
             Err(e) => return Err(refuse(d, e)),
