@@ -874,3 +874,28 @@ async fn a_wal_that_cannot_be_created_is_refused_at_start() {
     assert_eq!(code, EX_CONFIG, "{stderr}");
     assert!(stderr.contains(&wal.display().to_string()), "{stderr}");
 }
+
+#[tokio::test]
+async fn past_max_connections_a_client_waits_for_a_free_slot() {
+    let mut hand = Hand::new("queue.db", "max_connections = 3\n");
+    hand.start(hand.command()).await;
+    let mut idle: Vec<_> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(&hand.socket).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fourth client is not served while three connections hold the slots...
+    let client = hand.client();
+    let health = client.send(ApiRequest::get("/v1/health"));
+    tokio::pin!(health);
+    let early = tokio::time::timeout(Duration::from_secs(1), health.as_mut()).await;
+    assert!(early.is_err(), "served past max_connections");
+    // ...and is, as soon as one of them goes.
+    drop(idle.pop());
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(2), health).await;
+    assert_eq!(
+        answer.expect("served once a slot is free").unwrap().status,
+        200
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
