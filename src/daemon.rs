@@ -272,9 +272,57 @@ fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonErr
         // directory can put their own socket where clients expect the daemon's.
         guard::create_dirs(dir, SOCKET_DIR_MODE, "daemon.socket")?;
     }
-    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    let listener = bind_with_mode(path, mode).map_err(socket_err)?;
+    // The umask may have narrowed the mode at bind: now exactly `mode`.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
     Ok((listener, true))
+}
+
+/// Binds a listening socket whose file never has a wider mode than `mode`, not even
+/// for the moment between bind and chmod (under umask 000 it would be 0777 then, and a
+/// client connecting in that moment would be served). Linux creates the socket file
+/// from the socket's own inode mode, less the umask, so the mode is set before bind.
+fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let last_error = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls on a descriptor this function owns (OwnedFd closes it on
+    // every error path); the address is a zeroed sockaddr_un filled within its bounds.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return Err(last_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        if libc::fchmod(fd.as_raw_fd(), mode) != 0 {
+            return Err(last_error());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path is too long for a socket (at most 107 bytes)",
+            ));
+        }
+        for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
+            *to = *from as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+        let addr_ptr = std::ptr::addr_of!(addr).cast::<libc::sockaddr>();
+        if libc::bind(fd.as_raw_fd(), addr_ptr, len as libc::socklen_t) != 0 {
+            return Err(last_error());
+        }
+        if libc::listen(fd.as_raw_fd(), 1024) != 0 {
+            return Err(last_error());
+        }
+        UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+    }
 }
 
 /// Mode of a directory contactq creates for its socket: anyone may pass through (the

@@ -899,3 +899,82 @@ async fn past_max_connections_a_client_waits_for_a_free_slot() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// The pids of `contactq` processes started with `config`.
+fn daemons_with(config: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_contactq = args.first().is_some_and(|a| a.ends_with(b"contactq"));
+        let with_config = args.contains(&config.as_os_str().as_encoded_bytes());
+        if is_contactq && with_config {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_socket_is_never_wider_than_socket_mode_even_while_binding() {
+    // strace must be there and allowed to trace (ptrace may be refused in a container).
+    let strace = Command::new("strace")
+        .args(["-o", "/dev/null", "true"])
+        .output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        return cannot_run("strace (with ptrace allowed) is needed to hold the daemon in bind()");
+    }
+    let hand = Hand::new("queue.db", "socket_mode = \"0600\"\n");
+    // The daemon under strace, its bind() returning only after 2 s: the socket file
+    // exists meanwhile with whatever mode bind gave it, before any chmod.
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null", "-e", "trace=bind"])
+        .args(["-e", "inject=bind:delay_exit=2000000"])
+        .arg(env!("CARGO_BIN_EXE_contactq"))
+        .arg("--config")
+        .arg(&hand.config)
+        .arg("daemon")
+        .env_remove("CONTACTQ_CONFIG")
+        .env_remove("CONTACTQ_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first_mode = loop {
+        if let Ok(meta) = std::fs::symlink_metadata(&hand.socket) {
+            break meta.permissions().mode() & 0o777;
+        }
+        assert!(Instant::now() < deadline, "no socket: {}", hand.logs());
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Killing strace would leave the daemon running, detached: kill the daemon by
+    // pid first, then reap strace.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let daemons = daemons_with(&hand.config);
+        for pid in &daemons {
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        if !daemons.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    assert_eq!(
+        first_mode, 0o600,
+        "the socket existed with mode {first_mode:o}"
+    );
+}
