@@ -202,10 +202,11 @@ fn fit_open_files(max_connections: usize) -> usize {
     max_connections
 }
 
-/// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
-/// The file is created 0640 whatever the umask and never through a symlink; its
+/// One daemon per database: an exclusive `flock` on `<database>.lock`, and a lock on
+/// the database file itself (see [`lock_database_file`]), both held for life. The
+/// lock file is created 0640 whatever the umask and never through a symlink; its
 /// content is never read.
-fn lock_database(database: &Path) -> Result<File, DaemonError> {
+fn lock_database(database: &Path) -> Result<(File, File), DaemonError> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = database.parent() {
         guard::create_private_dir(dir)?;
@@ -231,6 +232,50 @@ fn lock_database(database: &Path) -> Result<File, DaemonError> {
     if locked != 0 {
         return Err(DaemonError::AlreadyRunning(format!(
             "database {} is in use by another contactq daemon",
+            database.display()
+        )));
+    }
+    Ok((file, lock_database_file(database)?))
+}
+
+/// The lock file is only a name: deleted under a running daemon, it would let a second
+/// daemon lock a new one and write the same database (and send its cards a second
+/// time). So the database file itself is locked too, with an open-file-description
+/// lock on one byte far past anything SQLite locks or writes (its locks sit at 1 GiB);
+/// an OFD lock is not dropped when SQLite closes a descriptor of the same file.
+fn lock_database_file(database: &Path) -> Result<File, DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unwritable = |e: std::io::Error| {
+        DaemonError::Refused(format!(
+            "database file {} cannot be written: {e}",
+            database.display()
+        ))
+    };
+    guard::create_private_file(database, guard::FILE_MODE).map_err(unwritable)?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(database)
+        .map_err(unwritable)?;
+    if !file.metadata().map_err(unwritable)?.is_file() {
+        return Err(DaemonError::Refused(format!(
+            "database {} is not a regular file",
+            database.display()
+        )));
+    }
+    // SAFETY: a zeroed flock struct, filled, passed to fcntl on a descriptor we own.
+    let locked = unsafe {
+        let mut lock: libc::flock = std::mem::zeroed();
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = i64::MAX - 1;
+        lock.l_len = 1;
+        libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock)
+    };
+    if locked != 0 {
+        return Err(DaemonError::AlreadyRunning(format!(
+            "database {} is in use by another contactq daemon (its lock file was removed)",
             database.display()
         )));
     }

@@ -978,3 +978,24 @@ async fn the_socket_is_never_wider_than_socket_mode_even_while_binding() {
         "the socket existed with mode {first_mode:o}"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_lock_file_does_not_let_a_second_daemon_in() {
+    let mut first = Hand::new("queue.db", "");
+    first.start(first.command()).await;
+    std::fs::remove_file(format!("{}.lock", first.database.display())).unwrap();
+    // A second daemon on the same database, on a socket of its own.
+    let second = Hand::new("unused.db", "");
+    let text = std::fs::read_to_string(&second.config).unwrap().replace(
+        &format!("database = {:?}", second.database),
+        &format!("database = {:?}", first.database),
+    );
+    std::fs::write(&second.config, text).unwrap();
+    let (code, stderr) = second.refused();
+    assert_eq!(code, 75, "{stderr}");
+    assert!(
+        stderr.contains("in use by another contactq daemon"),
+        "{stderr}"
+    );
+    assert_eq!(first.enqueue(&card(1)).await, 202);
+}
