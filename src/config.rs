@@ -75,6 +75,8 @@ pub struct DaemonSettings {
     pub allowed_gids: Vec<u32>,
     /// `max_database_size` in SQLite pages of 4 KiB: enqueues past it answer 503.
     pub max_database_pages: Option<u64>,
+    /// `max_connections`: socket connections served at once (default 4096).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,7 @@ struct RawDaemon {
     #[serde(default)]
     allowed_gids: Vec<u32>,
     max_database_size: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -273,6 +276,14 @@ impl Settings {
                     parse_size("daemon.max_database_size", &size).map(|b| (b / 4096).max(1))
                 })
                 .transpose()?,
+            max_connections: match d.max_connections {
+                None => 4096,
+                Some(n @ 1..=1_000_000) => n,
+                Some(n) => {
+                    let why = format!("{n} is not between 1 and 1000000");
+                    return Err(key_error("daemon.max_connections", why));
+                }
+            },
         };
         let q = raw.queue;
         let dur = |key: &str, v: Option<String>, default: &str| {

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::drain::Drain;
 use crate::lines::Lines;
 use crate::shutdown::{self, Shutdown};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{guard, Store, StoreError, StoreOptions};
 use crate::upstream::GreenApi;
 
 /// Why the daemon could not start or run.
@@ -32,10 +32,23 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The configuration names something the daemon must not use as it is (a socket
+    /// path that is not a socket, a damaged or unwritable database): exit 78.
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Refused(String),
+    #[error("{0}")]
+    Store(StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(why) => DaemonError::Refused(why),
+            other => DaemonError::Store(other),
+        }
+    }
 }
 
 /// How long shutdown waits for an in-flight send before leaving it `sending` (it is
@@ -130,8 +143,8 @@ pub async fn run_until(
     crate::notify::notify("READY=1\nSTATUS=accepting cards");
     ready(&settings.daemon.socket);
 
-    let mut api_shutdown = shutdown.clone();
-    api::serve(listener, state, async move { api_shutdown.recv().await }).await?;
+    let max_connections = fit_open_files(settings.daemon.max_connections);
+    api::serve(listener, state, max_connections, shutdown.clone()).await?;
     shutdown.recv().await;
     tracing::info!("shutting down: no longer accepting; waiting for in-flight sends");
     let grace = drain_grace(&settings);
@@ -155,23 +168,124 @@ pub async fn run_until(
     Ok(())
 }
 
-/// One daemon per database: an exclusive `flock` on `<database>.lock`, held for life.
-pub fn lock_database(database: &Path) -> Result<File, DaemonError> {
-    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+/// File descriptors kept for everything but client connections: the database and its
+/// WAL/shm per connection, the lock, the listener, upstream HTTP, metrics, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises this process's open-files soft limit (usually 1024) to fit
+/// `max_connections` connections, up to the hard limit.
+/// Returns how many connections fit: fewer than asked only if the limit could not go up.
+fn fit_open_files(max_connections: usize) -> usize {
+    let needed = max_connections as u64 + RESERVED_FDS;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return max_connections;
     }
-    let mut lock_path = database.as_os_str().to_owned();
-    lock_path.push(".lock");
+    if limit.rlim_cur >= needed {
+        return max_connections;
+    }
+    // The hard limit is the operator's (LimitNOFILE=, ulimit -Hn): only the soft one
+    // moves, up to it.
+    let raised = libc::rlimit {
+        rlim_cur: needed.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    let fits = limit.rlim_cur.saturating_sub(RESERVED_FDS).max(16);
+    if fits < max_connections as u64 {
+        tracing::warn!(
+            max_connections,
+            open_files = limit.rlim_cur,
+            "daemon.max_connections does not fit the open-files limit; serving {fits} connections at once"
+        );
+        return fits as usize;
+    }
+    tracing::debug!(open_files = limit.rlim_cur, "raised the open-files limit");
+    max_connections
+}
+
+/// One daemon per database: an exclusive `flock` on `<database>.lock`, and a lock on
+/// the database file itself (see [`lock_database_file`]), both held for life. The
+/// lock file is created 0640 whatever the umask and never through a symlink; its
+/// content is never read.
+pub fn lock_database(database: &Path) -> Result<(File, File), DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = database.parent() {
+        guard::create_private_dir(dir)?;
+    }
+    let lock_path = guard::sidecar(database, ".lock");
+    let refuse =
+        |e: std::io::Error| DaemonError::Refused(format!("lock file {}: {e}", lock_path.display()));
+    guard::create_private_file(&lock_path, guard::FILE_MODE).map_err(refuse)?;
+    // O_NONBLOCK: a FIFO planted at the path must not hang the start.
     let file = File::options()
-        .create(true)
-        .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&lock_path)
+        .map_err(refuse)?;
+    if !file.metadata().map_err(refuse)?.is_file() {
+        return Err(DaemonError::Refused(format!(
+            "lock file {} is not a regular file",
+            lock_path.display()
+        )));
+    }
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked != 0 {
         return Err(DaemonError::AlreadyRunning(format!(
             "database {} is in use by another contactq daemon",
+            database.display()
+        )));
+    }
+    Ok((file, lock_database_file(database)?))
+}
+
+/// The lock file is only a name: deleted under a running daemon, it would let a second
+/// daemon lock a new one and write the same database (and send its cards a second
+/// time). So the database file itself is locked too, with an open-file-description
+/// lock on one byte far past anything SQLite locks or writes (its locks sit at 1 GiB);
+/// an OFD lock is not dropped when SQLite closes a descriptor of the same file.
+fn lock_database_file(database: &Path) -> Result<File, DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unwritable = |e: std::io::Error| {
+        DaemonError::Refused(format!(
+            "database file {} cannot be written: {e}",
+            database.display()
+        ))
+    };
+    guard::create_private_file(database, guard::FILE_MODE).map_err(unwritable)?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(database)
+        .map_err(unwritable)?;
+    if !file.metadata().map_err(unwritable)?.is_file() {
+        return Err(DaemonError::Refused(format!(
+            "database {} is not a regular file",
+            database.display()
+        )));
+    }
+    // SAFETY: a zeroed flock struct, filled, passed to fcntl on a descriptor we own.
+    let locked = unsafe {
+        let mut lock: libc::flock = std::mem::zeroed();
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = i64::MAX - 1;
+        lock.l_len = 1;
+        libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock)
+    };
+    if locked != 0 {
+        return Err(DaemonError::AlreadyRunning(format!(
+            "database {} is in use by another contactq daemon (its lock file was removed)",
             database.display()
         )));
     }
@@ -189,7 +303,17 @@ fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonErr
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket is ours to replace: a regular file, a directory or a symlink
+        // there is someone's mistake or someone's data, never deleted.
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::Refused(format!(
+                "daemon.socket {} exists and is not a socket; refusing to replace it \
+                 (move it away or choose another path)",
+                path.display()
+            )));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(DaemonError::AlreadyRunning(format!(
                 "socket {} is served by another contactq daemon",
@@ -198,13 +322,67 @@ fn bind_socket(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonErr
         }
         std::fs::remove_file(path).map_err(socket_err)?;
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(socket_err)?;
+    if let Some(dir) = path.parent() {
+        // Writable by the owner only, whatever the umask: whoever can write the
+        // directory can put their own socket where clients expect the daemon's.
+        guard::create_dirs(dir, SOCKET_DIR_MODE, "daemon.socket")?;
     }
-    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    let listener = bind_with_mode(path, mode).map_err(socket_err)?;
+    // The umask may have narrowed the mode at bind: now exactly `mode`.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
     Ok((listener, true))
 }
+
+/// Binds a listening socket whose file never has a wider mode than `mode`, not even
+/// for the moment between bind and chmod (under umask 000 it would be 0777 then, and a
+/// client connecting in that moment would be served). Linux creates the socket file
+/// from the socket's own inode mode, less the umask, so the mode is set before bind.
+fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let last_error = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls on a descriptor this function owns (OwnedFd closes it on
+    // every error path); the address is a zeroed sockaddr_un filled within its bounds.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return Err(last_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        if libc::fchmod(fd.as_raw_fd(), mode) != 0 {
+            return Err(last_error());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path is too long for a socket (at most 107 bytes)",
+            ));
+        }
+        for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
+            *to = *from as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+        let addr_ptr = std::ptr::addr_of!(addr).cast::<libc::sockaddr>();
+        if libc::bind(fd.as_raw_fd(), addr_ptr, len as libc::socklen_t) != 0 {
+            return Err(last_error());
+        }
+        if libc::listen(fd.as_raw_fd(), 1024) != 0 {
+            return Err(last_error());
+        }
+        UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+    }
+}
+
+/// Mode of a directory contactq creates for its socket: anyone may pass through (the
+/// socket's own `socket_mode` says who may connect), only the owner may change it.
+const SOCKET_DIR_MODE: u32 = 0o755;
 
 /// The listening socket passed by systemd (`contactq.socket`), if any.
 fn activated_socket() -> Result<Option<UnixListener>, DaemonError> {

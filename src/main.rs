@@ -142,6 +142,10 @@ async fn run_daemon(cli: &cli::Cli) -> ExitCode {
             eprintln!("contactq: {e}");
             ExitCode::from(EX_TEMPFAIL)
         }
+        Err(e @ DaemonError::Refused(_)) => {
+            eprintln!("contactq: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("contactq: {e}");
             tracing::error!(error = %e, "daemon stopped on an error");

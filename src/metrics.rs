@@ -79,6 +79,9 @@ fn recorder() -> std::io::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Scrapers served at once; more wait in the backlog.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// Installs the Prometheus recorder and serves `GET /metrics` on `addr` until shutdown.
 /// Gauges (queued, sending, oldest age, authorization, paused, held, send delay) are
 /// read at scrape time.
@@ -86,7 +89,7 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     store: crate::store::Store,
     lines: std::sync::Arc<crate::lines::Lines>,
-    mut shutdown: crate::shutdown::Shutdown,
+    shutdown: crate::shutdown::Shutdown,
 ) -> std::io::Result<()> {
     let handle = recorder()?;
     // Every instance's counters exist from the start, at 0, so a rate() over them
@@ -126,9 +129,9 @@ pub async fn serve(
         }
     });
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.recv().await })
-            .await;
+        // The socket API's connection handling (timeouts, a connection limit): a
+        // scraper that stalls or hoards connections cannot exhaust the daemon's files.
+        let _ = crate::api::serve_router(listener, app, METRICS_CONNECTIONS, shutdown).await;
     });
     Ok(())
 }

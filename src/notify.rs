@@ -19,6 +19,13 @@ pub fn notify(state: &str) -> bool {
     let Ok(socket) = UnixDatagram::unbound() else {
         return false;
     };
+    // Never wait on systemd: a receiver that stopped reading (or a NOTIFY_SOCKET that
+    // names some other program's socket) would otherwise block a runtime thread in
+    // sendto for ever, and with it the shutdown. A notification that does not fit now
+    // is dropped with a warning; the next watchdog ping tries again.
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
     match socket.send_to_addr(state.as_bytes(), &addr) {
         Ok(_) => true,
         Err(error) => {
@@ -39,5 +46,6 @@ pub fn watchdog_interval() -> Option<Duration> {
             return None;
         }
     }
-    (usec > 0).then(|| Duration::from_micros(usec))
+    // Pinged every half interval: an absurdly short one would make that a busy loop.
+    (usec > 0).then(|| Duration::from_micros(usec).max(Duration::from_millis(20)))
 }

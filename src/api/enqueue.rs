@@ -19,6 +19,14 @@ use crate::store::{EnqueueOutcome, EnqueueRequest, MessageRow};
 pub const MAX_BODY: usize = 100 * 1024;
 /// Largest batch body.
 pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+/// Most cards one batch may hold; the parse stops at the next one, so a body of 16 MiB
+/// of tiny items never becomes millions of JSON values in memory.
+pub const MAX_BATCH_CARDS: usize = 10_000;
+/// Most bad cards a batch's 400 lists (the first ones); it says how many there were.
+/// An error answer stays small however bad the batch (see `error.rs`).
+const MAX_LISTED_PROBLEMS: usize = 100;
+/// Longest description of one bad card in that list.
+const MAX_PROBLEM_CHARS: usize = 200;
 
 pub async fn send_contact(
     State(state): State<AppState>,
@@ -47,7 +55,7 @@ pub async fn send_contact_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let body = admit(&state, &name, &peer, body, MAX_BATCH_BODY)?;
-    let Value::Array(items) = parse_json(&body)? else {
+    let Some(items) = parse_batch(&body)? else {
         return Err(ApiError::bad_request(
             "Validation failed. Details: 'value' must be an array",
             "'value' must be an array of sendContact bodies",
@@ -61,14 +69,28 @@ pub async fn send_contact_batch(
     }
     let mut cards = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
+    let mut bad = 0usize;
     for (index, item) in items.iter().enumerate() {
         match Card::parse(item) {
             Ok(card) => cards.push(card),
-            Err(e) => problems.push(format!("[{index}]: {}", e.detail)),
+            Err(e) => {
+                bad += 1;
+                if problems.len() < MAX_LISTED_PROBLEMS {
+                    let detail = super::error::truncated(e.detail, MAX_PROBLEM_CHARS);
+                    problems.push(format!("[{index}]: {detail}"));
+                }
+            }
         }
     }
-    if !problems.is_empty() {
-        let details = problems.join("; ");
+    if bad > 0 {
+        let mut details = problems.join("; ");
+        if bad > problems.len() {
+            details = format!(
+                "{bad} of {} cards are invalid, the first {}: {details}",
+                items.len(),
+                problems.len()
+            );
+        }
         return Err(ApiError::bad_request(
             format!("Validation failed. Details: {details}"),
             details,
@@ -105,9 +127,54 @@ fn admit(
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid JSON", format!("the body is not valid JSON: {e}"))
-    })
+    serde_json::from_slice(body).map_err(invalid_json)
+}
+
+/// A batch body: its items (at most [`MAX_BATCH_CARDS`]), or None when it is valid
+/// JSON but not an array. Nothing but the items kept is allocated.
+fn parse_batch(body: &[u8]) -> Result<Option<Vec<Value>>, ApiError> {
+    use serde::de::{Deserializer, Error, IgnoredAny, SeqAccess, Visitor};
+    struct Items<'a>(&'a std::cell::Cell<bool>);
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = Vec<Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<Value>()? {
+                if out.len() == MAX_BATCH_CARDS {
+                    self.0.set(true);
+                    return Err(A::Error::custom("too many cards"));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        return serde_json::from_slice::<IgnoredAny>(body)
+            .map(|_| None)
+            .map_err(invalid_json);
+    }
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let items = de
+        .deserialize_seq(Items(&too_many))
+        .and_then(|items| de.end().map(|()| items));
+    match items {
+        Ok(items) => Ok(Some(items)),
+        Err(_) if too_many.get() => Err(ApiError::bad_request(
+            format!("Validation failed. Details: a batch holds at most {MAX_BATCH_CARDS} cards"),
+            format!("a batch holds at most {MAX_BATCH_CARDS} cards: split it"),
+        )),
+        Err(e) => Err(invalid_json(e)),
+    }
+}
+
+fn invalid_json(e: serde_json::Error) -> ApiError {
+    ApiError::bad_request("invalid JSON", format!("the body is not valid JSON: {e}"))
 }
 
 async fn enqueue(

@@ -60,6 +60,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The largest error answer: whatever input is echoed into one (a batch's bad cards,
+/// a parser's message), a client never has to take in more than this.
+pub const MAX_ERROR_ANSWER: usize = 64 * 1024;
+/// The most either text of an error answer holds at first; cut further if the JSON
+/// escaping of odd characters still makes the answer too long.
+const MAX_TEXT: usize = 30 * 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying it was cut.
+pub(super) fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" …(cut)");
+    }
+    text
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, details) = match self {
@@ -104,6 +124,17 @@ impl IntoResponse for ApiError {
                 "this path takes another method (see the routes under /v1/)".to_string(),
             ),
         };
-        (status, Json(ErrorBody { error, details })).into_response()
+        let mut max = MAX_TEXT;
+        loop {
+            let body = ErrorBody {
+                error: truncated(error.clone(), max),
+                details: truncated(details.clone(), max),
+            };
+            let fits = serde_json::to_vec(&body).map_or(true, |b| b.len() <= MAX_ERROR_ANSWER);
+            if fits || max < 256 {
+                return (status, Json(body)).into_response();
+            }
+            max /= 4;
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! Green API.
 
 mod backup;
+mod conn;
 mod enqueue;
 mod error;
 mod instances;
@@ -14,18 +15,20 @@ mod view;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::connect_info::Connected;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use axum::Router;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
+pub use conn::{serve as serve_router, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, SHUTDOWN_GRACE};
 pub use error::ApiError;
 pub use view::message_view;
 
 use crate::config::Settings;
 use crate::lines::Lines;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -61,9 +64,9 @@ pub struct PeerCred {
     pub gid: Option<u32>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+impl PeerCred {
+    fn of(stream: &UnixStream) -> Self {
+        match stream.peer_cred() {
             Ok(cred) => PeerCred {
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
@@ -78,11 +81,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/instances/{name}/sendContact",
-            post(enqueue::send_contact).layer(DefaultBodyLimit::max(enqueue::MAX_BODY)),
+            post(enqueue::send_contact)
+                .layer(DefaultBodyLimit::max(enqueue::MAX_BODY))
+                .layer(middleware::from_fn_with_state(state.clone(), caller_first)),
         )
         .route(
             "/v1/instances/{name}/sendContact:batch",
-            post(enqueue::send_contact_batch).layer(DefaultBodyLimit::max(enqueue::MAX_BATCH_BODY)),
+            post(enqueue::send_contact_batch)
+                .layer(DefaultBodyLimit::max(enqueue::MAX_BATCH_BODY))
+                .layer(middleware::from_fn_with_state(state.clone(), caller_first)),
         )
         .route("/v1/instances/{name}/pause", post(instances::pause))
         .route("/v1/instances/{name}/resume", post(instances::resume))
@@ -98,17 +105,45 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(instances::health))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::WrongMethod })
+        .layer(middleware::from_fn_with_state(state.clone(), files_intact))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets open requests end.
+/// The caller's uid is checked before a byte of an enqueue's body is read: a caller
+/// who may not enqueue cannot make the daemon take in 16 MiB first.
+async fn caller_first(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<PeerCred>>()
+        .map(|c| c.0)
+        .unwrap_or_default();
+    match state.authorize(&peer) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A change answered as done must be in the database a restart reads: if the file was
+/// deleted or replaced while the request ran, the answer is 503 instead.
+async fn files_intact(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let reads_only = request.method() == axum::http::Method::GET;
+    let response = next.run(request).await;
+    if reads_only || !response.status().is_success() {
+        return response;
+    }
+    match state.store.verify_files() {
+        Ok(()) => response,
+        Err(lost) => ApiError::from(lost).into_response(),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` fires, then lets open requests end
+/// (within [`SHUTDOWN_GRACE`]). At most `max_connections` are served at once.
 pub async fn serve(
     listener: UnixListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    max_connections: usize,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<PeerCred>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    conn::serve(listener, router(state), max_connections, shutdown).await
 }

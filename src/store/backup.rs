@@ -112,6 +112,10 @@ pub fn restore(
             return Err(e);
         }
     };
+    // An empty file is what the lock leaves where no database was: nothing to keep.
+    if std::fs::metadata(database).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(database).map_err(|e| io(database, e))?;
+    }
     let kept = if database.exists() {
         let kept = sibling(database, &format!(".before-restore-{now_secs}"));
         std::fs::rename(database, &kept).map_err(|e| io(database, e))?;

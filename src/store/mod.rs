@@ -7,6 +7,7 @@
 
 mod backup;
 mod enqueue;
+pub mod guard;
 mod instances;
 mod line;
 mod maintenance;
@@ -47,6 +48,9 @@ pub enum StoreError {
     /// Same idempotency key, different body.
     #[error("idempotency key reused with a different body")]
     IdempotencyMismatch,
+    /// The database cannot be trusted or written: the daemon must not start on it.
+    #[error("{0}")]
+    Refused(String),
     #[error("migration failed: {0}")]
     Migrate(String),
     #[error("database error: {0}")]
@@ -119,16 +123,14 @@ pub struct Store {
     /// at SQLite's lock, whose busy handler sleeps 1, 2, 5, 10… ms: a drain's claim
     /// could wait ~100 ms behind a stream of batches. The gate is fair (FIFO).
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The database and WAL files as opened; checked before a write is answered.
+    identity: Arc<guard::Identity>,
 }
 
 impl Store {
     /// Opens (creating if needed) and migrates the database, and starts the enqueue writer.
     pub async fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        guard::prepare(path)?;
         let mut connect = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|e| StoreError::Database(e.to_string()))?
             .filename(path)
@@ -170,12 +172,15 @@ impl Store {
                 .await?;
         let line_counter = Arc::new(AtomicI64::new(next_line));
         let write_gate = Arc::new(tokio::sync::Mutex::new(()));
+        let identity = Arc::new(guard::Identity::record(path)?);
         let writer_tx = writer::spawn(
             path,
             options.max_page_count,
             line_counter.clone(),
             write_gate.clone(),
+            identity.clone(),
         )?;
+        watch_identity(Arc::downgrade(&identity));
         Ok(Store {
             write,
             read,
@@ -183,13 +188,22 @@ impl Store {
             line_counter,
             enqueue_page_cap: options.max_page_count,
             write_gate,
+            identity,
         })
+    }
+
+    /// Whether the database and WAL files are still the ones the store opened (see
+    /// [`guard::Identity`]); an error once either was deleted or replaced.
+    pub fn verify_files(&self) -> Result<(), StoreError> {
+        self.identity.verify()
     }
 
     /// Whether the database answers and the write thread is alive (if it died, the
     /// watchdog stops pinging and systemd restarts the daemon).
     pub async fn healthy(&self) -> bool {
-        !self.writer_tx.is_closed() && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        self.identity.verify().is_ok()
+            && !self.writer_tx.is_closed()
+            && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
     /// Closes both pools (the write thread stops when the last Store is dropped).
@@ -228,6 +242,20 @@ impl Store {
         self.line_counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Compares the files' identity every [`guard::WATCH_EVERY`] until the store is gone or
+/// the files are, so a deletion is logged (and health turns 503) even with no write.
+fn watch_identity(identity: std::sync::Weak<guard::Identity>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(guard::WATCH_EVERY).await;
+            match identity.upgrade() {
+                Some(id) if id.verify().is_ok() => {}
+                _ => return,
+            }
+        }
+    });
 }
 
 /// The statements on the hot paths (enqueue, next to send, claim, outcome, expiry,

@@ -74,6 +74,7 @@ pub(super) fn spawn(
     max_page_count: Option<u64>,
     line_counter: Arc<AtomicI64>,
     gate: Arc<tokio::sync::Mutex<()>>,
+    identity: Arc<super::guard::Identity>,
 ) -> Result<mpsc::Sender<Job>, StoreError> {
     let path = path.to_path_buf();
     let first = open(&path, max_page_count)?;
@@ -83,6 +84,7 @@ pub(super) fn spawn(
         max_page_count,
         line_counter,
         gate,
+        identity,
         ids: ulid::Generator::new(),
     };
     std::thread::Builder::new()
@@ -117,6 +119,7 @@ struct Thread {
     max_page_count: Option<u64>,
     line_counter: Arc<AtomicI64>,
     gate: Arc<tokio::sync::Mutex<()>>,
+    identity: Arc<super::guard::Identity>,
     ids: ulid::Generator,
 }
 
@@ -136,6 +139,11 @@ impl Thread {
                     Err(_) => break,
                 }
             }
+            if let Err(e) = self.identity.verify() {
+                // Opening the path again would create a stray, empty database there.
+                fail_all(group, e);
+                continue;
+            }
             let connection = match conn.take() {
                 Some(c) => Ok(c),
                 None => open(&self.path, self.max_page_count),
@@ -151,6 +159,9 @@ impl Thread {
             let held = gate.blocking_lock();
             let result = self.commit_group(&mut connection, &group);
             drop(held);
+            // A commit into a database file deleted or replaced under us is durable
+            // only in a file no restart reads: it is not acknowledged.
+            let result = result.and_then(|answers| self.identity.verify().map(|()| answers));
             match result {
                 Ok(answers) => {
                     conn = Some(connection);
