@@ -201,8 +201,8 @@ async fn sqlite_write_failures_answer_503_lose_nothing_and_recover() {
         );
         assert!(!details.contains("max_database_size"), "{answer}");
     }
-    // No room at all: small writes fail too, on both connections (a pause and a
-    // cancel go through the sqlx pool, an enqueue through the write thread).
+    // No room at all: small writes fail too (a pause and a cancel, like an enqueue,
+    // are jobs of the store's one write thread).
     set_file_size_limit(d.pid(), 4096);
     let (status, answer) = d.post("/v1/instances/main/pause", &json!({})).await;
     assert_eq!(status, 503, "pause while full: {answer}");

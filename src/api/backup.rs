@@ -36,7 +36,7 @@ pub async fn backup(State(state): State<AppState>) -> Result<Response, ApiError>
     // Unlinked at once: the open descriptor keeps the data until the stream ends.
     let _ = tokio::fs::remove_file(&copy).await;
     let unavailable =
-        |e: std::io::Error| ApiError::from(StoreError::Unavailable(format!("backup copy: {e}")));
+        |e: std::io::Error| ApiError::from(StoreError::unavailable(format!("backup copy: {e}")));
     let file = opened.map_err(unavailable)?;
     let len = file.metadata().await.map_err(unavailable)?.len();
     tracing::info!(bytes = len, "backup taken");

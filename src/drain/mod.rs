@@ -12,8 +12,8 @@
 //! Every wait (pacing, back-off, holds) is measured on the monotonic clock of
 //! [`crate::clock`]; wall times are only stored and shown.
 //!
-//! A drain reads the database as little as it can, because a thousand of them share
-//! one write connection: it keeps its instance's row (read again after a bell, which
+//! A drain reads and writes the database as little as it can, because a thousand of
+//! them share the store's one writer (every write is a job of its write thread): it keeps its instance's row (read again after a bell, which
 //! the API rings on pause and resume), a few cards from the head of its line (claimed
 //! one by one; a card that left the line meanwhile is simply skipped), and looks for a
 //! card in flight only when one may exist (at start, after an uncertain outcome or a

@@ -1,8 +1,6 @@
-//! Backup and restore of the SQLite file.
-//!
-//! A backup is `VACUUM INTO` on a read connection: a consistent copy of the last
-//! committed state, taken while the write thread goes on committing (WAL readers never
-//! block the writer). A restore is offline: it runs only while no daemon holds the
+//! Restore of the SQLite file, and the check of a copy, offline: these run without a
+//! daemon and write no database a daemon has open. (A backup, taken while the daemon
+//! runs, is [`super::Store::backup_into`].) A restore is offline: it runs only while no daemon holds the
 //! database (the caller holds `<database>.lock`), checks the copy, keeps the file it
 //! replaces beside it, and pauses every line so that cards sent after the backup was
 //! taken are not sent again before an operator has looked.
@@ -14,11 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::writer::store_error;
-use super::{Store, StoreError};
-
-/// A consistent copy of the database at one commit.
-const VACUUM_INTO: &str = "VACUUM INTO ?1";
+use super::error::StoreError;
 
 /// What a restore found in the copy it put in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,20 +28,6 @@ pub struct RestoreReport {
     pub kept: Option<PathBuf>,
 }
 
-impl Store {
-    /// Writes a consistent copy of the database to `dest` (which must not exist).
-    pub async fn backup_into(&self, dest: &Path) -> Result<(), StoreError> {
-        let dest = dest
-            .to_str()
-            .ok_or_else(|| StoreError::Database(format!("{} is not UTF-8", dest.display())))?;
-        sqlx::query(VACUUM_INTO)
-            .bind(dest)
-            .execute(&self.read)
-            .await?;
-        Ok(())
-    }
-}
-
 /// Checks that `path` is an intact contactq database: SQLite's `quick_check` passes
 /// and the schema has the queue's tables. Returns the number of cards.
 pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
@@ -55,19 +35,19 @@ pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+    .map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
     if check != "ok" {
-        return Err(StoreError::Database(format!(
+        return Err(StoreError::database(format!(
             "{} fails SQLite's quick_check: {check}",
             path.display()
         )));
     }
     conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
         .map_err(|e| {
-            StoreError::Database(format!(
+            StoreError::database(format!(
                 "{} is not a contactq database: {e}",
                 path.display()
             ))
@@ -91,9 +71,9 @@ pub fn restore(
     let staged = sibling(database, ".restoring");
     copy_private(src, &staged)?;
     let result = (|| {
-        let conn = Connection::open(&staged).map_err(store_error)?;
+        let conn = Connection::open(&staged).map_err(StoreError::from)?;
         conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;")
-            .map_err(store_error)?;
+            .map_err(StoreError::from)?;
         let paused = if pause { pause_all(&conn)? } else { Vec::new() };
         let pending: i64 = conn
             .query_row(
@@ -101,7 +81,7 @@ pub fn restore(
                 [],
                 |r| r.get(0),
             )
-            .map_err(store_error)?;
+            .map_err(StoreError::from)?;
         drop(conn);
         Ok::<_, StoreError>((paused, pending))
     })();
@@ -155,17 +135,17 @@ fn pause_all(conn: &Connection) -> Result<Vec<String>, StoreError> {
          ON CONFLICT (name) DO UPDATE SET paused = 1",
         [],
     )
-    .map_err(store_error)?;
+    .map_err(StoreError::from)?;
     conn.execute("UPDATE instances SET paused = 1", [])
-        .map_err(store_error)?;
+        .map_err(StoreError::from)?;
     let mut names = conn
         .prepare("SELECT name FROM instances ORDER BY name")
-        .map_err(store_error)?;
+        .map_err(StoreError::from)?;
     let names = names
         .query_map([], |r| r.get(0))
-        .map_err(store_error)?
+        .map_err(StoreError::from)?
         .collect::<Result<Vec<String>, _>>()
-        .map_err(store_error)?;
+        .map_err(StoreError::from)?;
     Ok(names)
 }
 
@@ -191,5 +171,5 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("{}: {e}", path.display()))
+    StoreError::unavailable(format!("{}: {e}", path.display()))
 }

@@ -215,7 +215,7 @@ impl Identity {
         let mut files = Vec::new();
         for path in [database.to_path_buf(), sidecar(database, "-wal")] {
             let id = file_id(&path).ok_or_else(|| {
-                StoreError::Unavailable(format!("{} vanished while opening", path.display()))
+                StoreError::unavailable(format!("{} vanished while opening", path.display()))
             })?;
             files.push((path, id));
         }
@@ -250,7 +250,7 @@ impl Identity {
         }
         if self.lost.load(Ordering::SeqCst) {
             let why = self.why.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            return Err(StoreError::Unavailable(why.unwrap_or_default()));
+            return Err(StoreError::unavailable(why.unwrap_or_default()));
         }
         Ok(())
     }

@@ -1,93 +1,41 @@
-//! The SQLite store: every SQL statement of contactq lives under this module.
+//! The store: contactq's only way to its database. The drain, the API and the CLI see
+//! this interface ([`Store`] and the records of [`model`]), never a driver.
 //!
-//! One write connection (SQLite has one writer anyway) and a small pool of readers, in
-//! WAL mode with `synchronous=FULL`, so a committed row survives `kill -9` and power
-//! loss. Enqueues go through a group-commit writer ([`enqueue`]); the drain's state
-//! changes are short transactions named after what they mean ([`line`]).
+//! Who owns what:
+//! - this file: the interface, a [`Store`] handle whose methods are every read and
+//!   write the daemon makes, named after what they mean;
+//! - [`model`]: the records those methods take and give; [`error`]: the one error type;
+//! - [`sqlite`]: the SQLite backend behind the interface. Every write there runs on
+//!   one thread that owns the only writing connection (group-committed: several writes,
+//!   one transaction, one fsync); every read on read-only connections;
+//! - [`guard`]: what is checked about the database files (modes, `quick_check`, a file
+//!   deleted or replaced under the daemon); `backup`: offline restore and the copy's check.
+//!
+//! Why an enum of backends rather than a trait object: the methods stay plain `async fn`
+//! (no boxed future, no allocation on the enqueue and claim hot paths), and a second
+//! backend (PostgreSQL is next) is a new variant that every method must then handle,
+//! checked by the compiler, not a trait that can be implemented halfway.
+//!
+//! The imports run one way: this file → `sqlite` → `model`, `error`, `guard`.
 
 mod backup;
-mod enqueue;
+mod error;
 pub mod guard;
-mod instances;
-mod line;
-mod maintenance;
-mod messages;
-mod writer;
+mod model;
+mod sqlite;
 
 use std::path::Path;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-use tokio::sync::mpsc;
 
 pub use backup::{restore, verify_copy, RestoreReport};
-pub use enqueue::{EnqueueOutcome, EnqueueRequest};
-pub use instances::{ChatHold, InstanceCounts, InstanceRow};
-pub use line::{SendOutcomeRecord, UncertainCard};
-pub use maintenance::EXPIRY_BATCH;
-pub use messages::{EventRow, ListFilter, MessageRow};
+pub use error::{Cause, StoreError};
+pub use model::{
+    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, ListFilter,
+    MessageRow, SendOutcomeRecord, UncertainCard,
+};
+pub use sqlite::{hot_queries, EXPIRY_BATCH};
 
-/// A store failure the callers must tell apart.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The disk or the database's size cap is full: nothing was written.
-    #[error("database full: {0}")]
-    Full(String),
-    /// The database could not be reached or is locked: nothing was written.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("no such message")]
-    NotFound,
-    /// The message is not in a state that allows the change.
-    #[error("message is {0}")]
-    Conflict(String),
-    /// Same idempotency key, different body.
-    #[error("idempotency key reused with a different body")]
-    IdempotencyMismatch,
-    /// The database cannot be trusted or written: the daemon must not start on it.
-    #[error("{0}")]
-    Refused(String),
-    #[error("migration failed: {0}")]
-    Migrate(String),
-    #[error("database error: {0}")]
-    Database(String),
-}
-
-/// Set when a statement failed; the write pool then replaces its connection before the
-/// next use. After SQLITE_FULL or an I/O error SQLite may leave a transaction open on
-/// the connection (COMMIT can fail and keep it active), and a later BEGIN would then
-/// nest inside it as a savepoint whose "commit" is not durable. A fresh connection
-/// guarantees every transaction starts from a clean state.
-static WRITER_SUSPECT: AtomicBool = AtomicBool::new(false);
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        WRITER_SUSPECT.store(true, Ordering::SeqCst);
-        if let sqlx::Error::Database(db) = &e {
-            // SQLite primary result codes: 13 SQLITE_FULL, 5 BUSY, 6 LOCKED, 10 IOERR,
-            // 14 CANTOPEN, 8 READONLY.
-            let code = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            return match code {
-                Some(13) => StoreError::Full(db.message().to_string()),
-                Some(5 | 6 | 8 | 10 | 14) => StoreError::Unavailable(db.message().to_string()),
-                _ => StoreError::Database(db.message().to_string()),
-            };
-        }
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            other => StoreError::Database(other.to_string()),
-        }
-    }
-}
+use crate::clock::now_ms;
+use sqlite::SqliteStore;
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -96,6 +44,7 @@ pub struct StoreOptions {
     /// it while the drain can still record outcomes, so space is freed by retention;
     /// `PRAGMA max_page_count` is set a little above it as a hard backstop.
     pub max_page_count: Option<u64>,
+    /// Read-only connections.
     pub readers: u32,
 }
 
@@ -108,184 +57,243 @@ impl Default for StoreOptions {
     }
 }
 
-/// The open database. Cheap to clone.
+/// The open store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
-    writer_tx: mpsc::Sender<writer::Job>,
-    /// The next place in line; only this process writes the database (it holds the lock).
-    line_counter: Arc<AtomicI64>,
-    /// Soft cap on the pages in use, for enqueues only (see [`StoreOptions`]).
-    enqueue_page_cap: Option<u64>,
-    /// Taken around every write transaction, by the sqlx writes and the enqueue thread
-    /// alike. Two connections write this database; without the gate they would meet
-    /// at SQLite's lock, whose busy handler sleeps 1, 2, 5, 10… ms: a drain's claim
-    /// could wait ~100 ms behind a stream of batches. The gate is fair (FIFO).
-    write_gate: Arc<tokio::sync::Mutex<()>>,
-    /// The database and WAL files as opened; checked before a write is answered.
-    identity: Arc<guard::Identity>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+}
+
+/// Calls the same method on whichever backend is open.
+macro_rules! on_backend {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database, and starts the enqueue writer.
+    /// Opens (creating if needed) and migrates the SQLite database at `path`, and
+    /// starts its write thread.
     pub async fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        guard::prepare(path)?;
-        let mut connect = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|e| StoreError::Database(e.to_string()))?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .statement_cache_capacity(64);
-        if let Some(pages) = options.max_page_count {
-            let backstop = pages + pages / 4 + 64;
-            connect = connect.pragma("max_page_count", backstop.to_string());
-        }
-        let write = SqlitePoolOptions::new()
-            .before_acquire(|_conn, _meta| {
-                Box::pin(async move { Ok(!WRITER_SUSPECT.swap(false, Ordering::SeqCst)) })
-            })
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(connect.clone())
-            .await?;
-        sqlx::migrate!("./migrations")
-            .run(&write)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(options.readers.max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(connect.read_only(true))
-            .await?;
-        let next_line: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(line_seq), 0) + 1 FROM messages")
-                .fetch_one(&write)
-                .await?;
-        let line_counter = Arc::new(AtomicI64::new(next_line));
-        let write_gate = Arc::new(tokio::sync::Mutex::new(()));
-        let identity = Arc::new(guard::Identity::record(path)?);
-        let writer_tx = writer::spawn(
-            path,
-            options.max_page_count,
-            line_counter.clone(),
-            write_gate.clone(),
-            identity.clone(),
-        )?;
-        watch_identity(Arc::downgrade(&identity));
+        let sqlite = SqliteStore::open(path, options.max_page_count, options.readers).await?;
         Ok(Store {
-            write,
-            read,
-            writer_tx,
-            line_counter,
-            enqueue_page_cap: options.max_page_count,
-            write_gate,
-            identity,
+            backend: Backend::Sqlite(sqlite),
         })
     }
 
-    /// Whether the database and WAL files are still the ones the store opened (see
+    /// Whether the database files are still the ones the store opened (see
     /// [`guard::Identity`]); an error once either was deleted or replaced.
     pub fn verify_files(&self) -> Result<(), StoreError> {
-        self.identity.verify()
+        on_backend!(self, b => b.verify_files())
     }
 
-    /// Whether the database answers and the write thread is alive (if it died, the
-    /// watchdog stops pinging and systemd restarts the daemon).
+    /// Whether the database answers and its writer is alive (if it died, the watchdog
+    /// stops pinging and systemd restarts the daemon).
     pub async fn healthy(&self) -> bool {
-        self.identity.verify().is_ok()
-            && !self.writer_tx.is_closed()
-            && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        on_backend!(self, b => b.healthy().await)
     }
 
-    /// Closes both pools (the write thread stops when the last Store is dropped).
+    /// Lets the writes already handed over commit, then closes every connection.
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        on_backend!(self, b => b.close().await)
     }
 
-    /// Refuses an enqueue of about `bytes` that would take the database past its cap.
-    pub(crate) async fn check_room(&self, bytes: usize) -> Result<(), StoreError> {
-        let Some(cap) = self.enqueue_page_cap else {
-            return Ok(());
-        };
-        let used: i64 = sqlx::query_scalar(
-            "SELECT (SELECT page_count FROM pragma_page_count())
-                  - (SELECT freelist_count FROM pragma_freelist_count())",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        // A row costs about its size twice over (table and index pages), plus a page.
-        let needed = (bytes as u64 * 2) / 4096 + 1;
-        if used.max(0) as u64 + needed > cap {
-            return Err(StoreError::Full(format!(
-                "max_database_size reached ({used} of {cap} pages in use)"
-            )));
-        }
-        Ok(())
+    // --- enqueue, and the drain's line ---
+
+    /// Enqueues cards; returns once they are committed (or known not to be).
+    pub async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
+        on_backend!(self, b => b.enqueue(request).await)
     }
 
-    /// The write gate (see the field); hold the guard for the whole transaction.
-    pub(super) async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_gate.lock().await
+    /// The card in flight on an instance (state `sending`), if any: it must be resolved
+    /// before anything else goes out.
+    pub async fn in_flight(&self, instance: &str) -> Result<Option<UncertainCard>, StoreError> {
+        on_backend!(self, b => b.in_flight(instance).await)
     }
 
-    fn next_line_seq(&self) -> i64 {
-        self.line_counter
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    /// The first `limit` queued cards of an instance, in line (FIFO) order: the drain
+    /// keeps them and claims them one by one with [`Store::begin_attempt`], which tells
+    /// it when one has left the line meanwhile.
+    pub async fn head_rows(
+        &self,
+        instance: &str,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        on_backend!(self, b => b.head_rows(instance, limit, &[]).await)
     }
-}
 
-/// Compares the files' identity every [`guard::WATCH_EVERY`] until the store is gone or
-/// the files are, so a deletion is logged (and health turns 503) even with no write.
-fn watch_identity(identity: std::sync::Weak<guard::Identity>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(guard::WATCH_EVERY).await;
-            match identity.upgrade() {
-                Some(id) if id.verify().is_ok() => {}
-                _ => return,
-            }
-        }
-    });
-}
+    /// Like [`Store::head_rows`], leaving out the cards to the chats in `skip` (held by
+    /// a chats-quota 466): they keep their place and go first once the hold ends.
+    pub async fn head_rows_skipping(
+        &self,
+        instance: &str,
+        limit: i64,
+        skip: &[String],
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        on_backend!(self, b => b.head_rows(instance, limit, skip).await)
+    }
 
-/// The statements on the hot paths (enqueue, next to send, claim, outcome, expiry,
-/// status, reconcile, one message and its place in line), named, for
-/// `tests/query_plans.rs`: none may scan `messages`. These are the very constants the
-/// store runs, so the test checks what runs.
-pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("enqueue: insert a card", enqueue::INSERT_ROW),
-        ("enqueue: queued count", enqueue::QUEUED_COUNTS),
-        ("enqueue: idempotency key", enqueue::FIND_KEY),
-        ("next to send", line::HEAD_ROWS),
-        ("card in flight", line::IN_FLIGHT),
-        ("claim", line::CLAIM),
-        ("claim: history", line::CLAIM_EVENT),
-        ("claim: last send time", line::LAST_SEND),
-        ("outcome: sent", line::OUTCOME_SENT),
-        ("outcome: failed", line::OUTCOME_FAILED),
-        ("outcome: requeue", line::OUTCOME_REQUEUE),
-        ("outcome: uncertain", line::OUTCOME_UNCERTAIN),
-        ("outcome: history", line::OUTCOME_EVENT),
-        ("reconcile: idMessage taken", line::ID_MESSAGE_TAKEN),
-        ("status counts", instances::COUNTS),
-        ("status oldest queued", instances::OLDEST_QUEUED),
-        ("expiry", maintenance::DUE_FOR_EXPIRY),
-        ("one message", messages::ONE_MESSAGE),
-        ("position: line ends", messages::LINE_ENDS),
-        ("position: cards ahead", messages::CARDS_AHEAD),
-        ("position: cards behind", messages::CARDS_BEHIND),
-    ]
+    /// Marks the card `sending` and the instance's last send time, committed before the
+    /// request goes out. Returns the attempt number, or Conflict if the card left the
+    /// queue meanwhile (cancelled, expired).
+    pub async fn begin_attempt(
+        &self,
+        id: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.finish_and_begin(None, id, instance, now).await
+    }
+
+    /// Records the outcome of one card's attempt (if any) and begins the attempt of the
+    /// next in one transaction, so a steady drain pays one commit (one fsync) per send:
+    /// the outcome is still durable before the next request goes out.
+    pub async fn finish_and_begin(
+        &self,
+        finished: Option<(&str, &SendOutcomeRecord, i64)>,
+        id: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        on_backend!(self, b => b.finish_and_begin(finished, id, instance, now).await)
+    }
+
+    /// Records the outcome of the card's current attempt.
+    pub async fn record_outcome(
+        &self,
+        id: &str,
+        outcome: &SendOutcomeRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.record_outcome(id, outcome, now).await)
+    }
+
+    /// Whether an idMessage is already stored for some card (a journal entry matches
+    /// at most one card).
+    pub async fn id_message_taken(&self, id_message: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.id_message_taken(id_message).await)
+    }
+
+    // --- messages ---
+
+    pub async fn message(&self, id: &str) -> Result<MessageRow, StoreError> {
+        on_backend!(self, b => b.message(id).await)
+    }
+
+    pub async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        on_backend!(self, b => b.history(id).await)
+    }
+
+    /// A page of messages, newest first; the cursor is the last id of the page.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<(Vec<MessageRow>, Option<String>), StoreError> {
+        on_backend!(self, b => b.list(filter).await)
+    }
+
+    /// Place in line of a queued card (1 = next); a card in flight is not counted.
+    pub async fn position(&self, instance: &str, line_seq: i64) -> Result<i64, StoreError> {
+        on_backend!(self, b => b.position(instance, line_seq).await)
+    }
+
+    /// Cancels a queued message; Conflict (with its state) if it is not queued.
+    pub async fn cancel(&self, id: &str) -> Result<MessageRow, StoreError> {
+        on_backend!(self, b => b.cancel(id, now_ms()).await)
+    }
+
+    /// Puts a failed or expired message at the tail of its line with a fresh expiry, as
+    /// if enqueued now; `enqueued_at` keeps the first enqueue, `requeued_at` says when.
+    pub async fn retry(&self, id: &str, max_age_ms: i64) -> Result<MessageRow, StoreError> {
+        on_backend!(self, b => b.retry(id, now_ms(), max_age_ms).await)
+    }
+
+    // --- instances ---
+
+    /// The persisted state of an instance's line (defaults if never written).
+    pub async fn instance(&self, name: &str) -> Result<InstanceRow, StoreError> {
+        on_backend!(self, b => b.instance(name).await)
+    }
+
+    /// Pauses or resumes a line; `resume` also releases the quota holds, the line's
+    /// and every chat's ("held for `quota_retry` or until `contactq resume`",
+    /// docs/api.md), in the same transaction.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_paused(name, paused).await)
+    }
+
+    /// Holds the line until `until` (ms) for `reason`, or releases it with None.
+    pub async fn set_hold(
+        &self,
+        name: &str,
+        until: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_hold(name, until, reason).await)
+    }
+
+    /// The chats of an instance held by a chats-quota 466.
+    pub async fn chat_holds(&self, name: &str) -> Result<Vec<ChatHold>, StoreError> {
+        on_backend!(self, b => b.chat_holds(name).await)
+    }
+
+    /// Holds one chat of an instance until `until` (ms).
+    pub async fn set_chat_hold(
+        &self,
+        name: &str,
+        chat_id: &str,
+        until: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_chat_hold(name, chat_id, until, reason).await)
+    }
+
+    /// Releases one chat's hold, if it is still the one that ends at `until`.
+    pub async fn end_chat_hold(
+        &self,
+        name: &str,
+        chat_id: &str,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.end_chat_hold(name, chat_id, until).await)
+    }
+
+    /// Counts by state for one instance, and its oldest queued card.
+    pub async fn counts(&self, name: &str) -> Result<InstanceCounts, StoreError> {
+        on_backend!(self, b => b.counts(name).await)
+    }
+
+    // --- upkeep and backup ---
+
+    /// Expires one batch of queued cards whose deadline has passed, oldest deadline
+    /// first; returns how many per instance. Call until fewer than [`EXPIRY_BATCH`]
+    /// went, so a million cards expiring at once never make one long transaction.
+    pub async fn expire_due(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        on_backend!(self, b => b.expire_due(now).await)
+    }
+
+    /// Deletes one batch of cards that ended before `cutoff`, with their events and
+    /// idempotency keys; returns how many cards went. Call until it returns 0.
+    pub async fn delete_ended_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.delete_ended_batch(cutoff).await)
+    }
+
+    /// Writes a consistent copy of the database to `dest` (which must not exist), while
+    /// writes go on.
+    pub async fn backup_into(&self, dest: &Path) -> Result<(), StoreError> {
+        on_backend!(self, b => b.backup_into(dest).await)
+    }
+
+    #[cfg(test)]
+    fn sqlite(&self) -> &SqliteStore {
+        on_backend!(self, b => b)
+    }
 }
 
 #[cfg(test)]

@@ -1,72 +1,405 @@
-//! Store tests.
+//! Store tests: the single writer, its group transactions, and its connection.
+
+use std::time::Duration;
+
+use serde_json::json;
 
 use super::*;
 
-/// `PRAGMA journal_mode` and `PRAGMA synchronous` (2 = FULL) of a sqlx connection.
-async fn pragmas(conn: &mut sqlx::SqliteConnection) -> (String, i64) {
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    (mode, sync)
-}
-
-/// Every connection the daemon writes with is in WAL mode with `synchronous=FULL`:
-/// the write thread's (its first one and every replacement come from
-/// `writer::open`) and the sqlx write pool's. kill -9 keeps the page cache, so the
-/// crash tests cannot see a weaker setting: this test does. The readers share the WAL.
-#[tokio::test]
-async fn every_write_connection_is_wal_with_synchronous_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("queue.db");
-    let store = Store::open(
-        &path,
+async fn open(dir: &tempfile::TempDir, max_page_count: Option<u64>) -> Store {
+    Store::open(
+        &dir.path().join("queue.db"),
         StoreOptions {
-            max_page_count: Some(1000),
+            max_page_count,
             readers: 3,
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
 
-    // The enqueue/line write thread's connection, as the thread opens it.
-    let thread_conn = writer::open(&path, Some(1000)).unwrap();
-    let mode: String = thread_conn
+fn card(n: u64) -> crate::contact::Card {
+    crate::contact::Card::parse(&json!({"chatId": format!("{}@c.us", 11_000_000_000u64 + n),
+        "contact": {"phoneContact": 79_000_000_000u64 + n, "firstName": "Artem"}}))
+    .unwrap()
+}
+
+fn request(instance: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
+    EnqueueRequest {
+        instance: instance.into(),
+        cards,
+        idempotency_key: None,
+        peer_uid: None,
+        max_age_ms: 86_400_000,
+    }
+}
+
+async fn created(store: &Store, instance: &str, n: u64) -> Vec<MessageRow> {
+    match store
+        .enqueue(request(instance, vec![card(n)]))
+        .await
+        .unwrap()
+    {
+        EnqueueOutcome::Created { rows, .. } => rows,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+/// `PRAGMA journal_mode` and `PRAGMA synchronous` (2 = FULL) of a connection.
+fn pragmas(conn: &rusqlite::Connection) -> (String, i64) {
+    let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    let sync: i64 = thread_conn
+    let sync: i64 = conn
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((mode.as_str(), sync), ("wal", 2), "write thread connection");
+    (mode, sync)
+}
 
-    // The sqlx write pool (one connection), also after it was replaced following an
-    // error (see WRITER_SUSPECT).
-    for round in 0..2 {
-        let mut conn = store.write.acquire().await.unwrap();
-        let (mode, sync) = pragmas(&mut conn).await;
-        assert_eq!(
-            (mode.as_str(), sync),
-            ("wal", 2),
-            "sqlx write pool, round {round}"
-        );
-        drop(conn);
-        WRITER_SUSPECT.store(true, Ordering::SeqCst);
-    }
+/// The one connection that writes is in WAL mode with `synchronous=FULL`, asked of the
+/// very connection the write thread holds, before and after it was replaced following
+/// a failed group. kill -9 keeps the page cache, so the crash tests cannot see a
+/// weaker setting: this test does. The readers share the WAL.
+#[tokio::test]
+async fn the_one_write_connection_is_wal_with_synchronous_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, Some(1000)).await;
+    let ask = || store.sqlite().write_for_test(|tx| Ok(pragmas(tx)));
+    assert_eq!(
+        ask().await.unwrap(),
+        ("wal".to_string(), 2),
+        "first connection"
+    );
+    let failed = store
+        .sqlite()
+        .write_for_test(|tx| Ok(tx.execute("INSERT INTO nowhere VALUES (1)", [])?))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Database(_))), "{failed:?}");
+    assert_eq!(ask().await.unwrap(), ("wal".to_string(), 2), "replacement");
+    // A replacement is opened as the first was.
+    let fresh = sqlite::SqliteStore::open_write_connection_for_test(
+        &dir.path().join("queue.db"),
+        Some(1000),
+    )
+    .unwrap();
+    assert_eq!(pragmas(&fresh), ("wal".to_string(), 2));
+    drop(fresh);
 
-    // Every reader connection at once, so none is checked twice.
+    // Every reader connection at once, so none is checked twice; none can write.
+    let pool = store.sqlite().read_pool_for_test();
     let mut readers = Vec::new();
     for _ in 0..3 {
-        readers.push(store.read.acquire().await.unwrap());
+        readers.push(pool.acquire().await.unwrap());
     }
     for conn in &mut readers {
-        let (mode, _) = pragmas(conn).await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
         assert_eq!(mode, "wal", "reader");
+        let write = sqlx::query("INSERT INTO instances (name) VALUES ('x')")
+            .execute(&mut **conn)
+            .await;
+        assert!(write.is_err(), "a reader wrote");
     }
     drop(readers);
+    store.close().await;
+}
 
+/// A write that fails (here a constraint) rolls back its whole group, and only its
+/// group: the enqueue that shared its transaction is answered with the error and is
+/// not in the database; the writes before and after it commit, on a fresh connection.
+#[tokio::test]
+async fn a_failed_write_rolls_back_only_its_group_and_the_connection_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None).await;
+    let before = created(&store, "main", 1).await;
+    // A temporary table lives as long as the connection that made it: it tells whether
+    // the next group runs on the same connection or on a new one.
+    let marker = |store: Store| async move {
+        store
+            .sqlite()
+            .write_for_test(|tx| {
+                Ok(tx.query_row(
+                    "SELECT COUNT(*) FROM sqlite_temp_master WHERE name = 'marker'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await
+            .unwrap()
+    };
+    store
+        .sqlite()
+        .write_for_test(|tx| Ok(tx.execute_batch("CREATE TEMP TABLE marker (x)")?))
+        .await
+        .unwrap();
+    assert_eq!(
+        marker(store.clone()).await,
+        1,
+        "same connection after a commit"
+    );
+
+    // A first job holds the thread inside its transaction until the enqueue and then
+    // the failing job are queued behind it; those two then make the next group.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .sqlite()
+                .write_for_test(move |_tx| {
+                    entered_tx.send(()).unwrap();
+                    release_rx.recv_timeout(Duration::from_secs(10)).ok();
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the thread took the first job");
+    let waiting = |n: usize| {
+        let store = store.clone();
+        async move {
+            for _ in 0..1000 {
+                if store.sqlite().waiting_writes_for_test() == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("{n} jobs never waited");
+        }
+    };
+    let enqueue = {
+        let store = store.clone();
+        tokio::spawn(async move { store.enqueue(request("main", vec![card(2)])).await })
+    };
+    waiting(1).await;
+    let failing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .sqlite()
+                .write_for_test(|tx| {
+                    // The message table's primary key: a second row with the same id.
+                    Ok(tx.execute(
+                        "INSERT INTO messages (id, instance, state, line_seq, chat_id, phone,
+                             body, enqueued_at, expires_at)
+                         SELECT id, instance, state, line_seq, chat_id, phone, body,
+                             enqueued_at, expires_at FROM messages LIMIT 1",
+                        [],
+                    )?)
+                })
+                .await
+        })
+    };
+    waiting(2).await;
+    release_tx.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let failed = failing.await.unwrap();
+    assert!(
+        matches!(&failed, Err(StoreError::Database(_))),
+        "the constraint failure: {failed:?}"
+    );
+    // The cause is kept, not only its text.
+    let cause = std::error::Error::source(failed.as_ref().unwrap_err())
+        .expect("a cause")
+        .to_string();
+    assert!(cause.contains("UNIQUE"), "{cause}");
+    let shared = enqueue.await.unwrap();
+    assert!(
+        shared.is_err(),
+        "the enqueue in the failed group was answered as committed: {shared:?}"
+    );
+    let (rows, _) = store
+        .list(&ListFilter {
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "only the first card is stored: {rows:?}");
+    assert_eq!(rows[0].id, before[0].id);
+    assert_eq!(store.counts("main").await.unwrap().get("queued"), 1);
+
+    // The next write commits, on a fresh connection.
+    assert_eq!(
+        marker(store.clone()).await,
+        0,
+        "the failed connection was kept"
+    );
+    let after = created(&store, "main", 3).await;
+    assert_eq!(store.message(&after[0].id).await.unwrap().state, "queued");
+    assert_eq!(store.counts("main").await.unwrap().get("queued"), 2);
+    store.close().await;
+}
+
+/// Cancel, retry, pause/resume, holds and expiry run while enqueues and the drain's
+/// claims and outcomes stream in: every one commits, none meets SQLITE_BUSY (one
+/// connection writes, so nothing waits at SQLite's lock), and the counts add up.
+#[tokio::test]
+async fn state_changes_among_enqueues_and_claims_all_commit_without_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None).await;
+    const ROUNDS: u64 = 60;
+
+    let enqueuer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..ROUNDS {
+                let cards = vec![card(n), card(n + 1000)];
+                match store.enqueue(request("main", cards)).await {
+                    Ok(EnqueueOutcome::Created { rows, .. }) => ids.extend(rows),
+                    other => panic!("enqueue {n}: {other:?}"),
+                }
+            }
+            ids
+        })
+    };
+    let drain = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            let mut last: Option<String> = None;
+            let sent_record = SendOutcomeRecord::Sent {
+                id_message: "X".into(),
+            };
+            for _ in 0..ROUNDS * 4 {
+                let head = store.head_rows("other", 1).await.unwrap();
+                let Some(row) = head.into_iter().next() else {
+                    if let Some(id) = last.take() {
+                        store.record_outcome(&id, &sent_record, 1).await.unwrap();
+                        sent += 1;
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let finished = last.as_deref().map(|id| (id, &sent_record, 1));
+                match store.finish_and_begin(finished, &row.id, "other", 2).await {
+                    Ok(_) => {
+                        if last.is_some() {
+                            sent += 1;
+                        }
+                        last = Some(row.id);
+                    }
+                    Err(e) => panic!("claim: {e}"),
+                }
+            }
+            if let Some(id) = last.take() {
+                store.record_outcome(&id, &sent_record, 1).await.unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    // The drain's own line is fed by a second stream of enqueues.
+    let feeder = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0..ROUNDS {
+                store
+                    .enqueue(request("other", vec![card(5000 + n)]))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let changes = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut cancelled = 0;
+            for n in 0..ROUNDS {
+                store.set_paused("main", n % 2 == 0).await.unwrap();
+                store
+                    .set_hold("main", Some(n as i64), Some("quota"))
+                    .await
+                    .unwrap();
+                store
+                    .set_chat_hold("main", "1@c.us", n as i64, "chats quota")
+                    .await
+                    .unwrap();
+                store
+                    .end_chat_hold("main", "1@c.us", n as i64)
+                    .await
+                    .unwrap();
+                store.expire_due(0).await.unwrap();
+                let (page, _) = store
+                    .list(&ListFilter {
+                        instance: Some("main".into()),
+                        state: Some("queued".into()),
+                        limit: 1,
+                        ..ListFilter::default()
+                    })
+                    .await
+                    .unwrap();
+                if let Some(row) = page.first() {
+                    store.cancel(&row.id).await.unwrap();
+                    cancelled += 1;
+                    // A cancelled card cannot be retried: a refusal, not a failure.
+                    let refused = store.retry(&row.id, 1000).await;
+                    assert!(
+                        matches!(refused, Err(StoreError::Conflict(_))),
+                        "{refused:?}"
+                    );
+                }
+            }
+            store.set_paused("main", false).await.unwrap();
+            cancelled
+        })
+    };
+    let limit = Duration::from_secs(60);
+    let enqueued = tokio::time::timeout(limit, enqueuer)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(limit, feeder).await.unwrap().unwrap();
+    let sent = tokio::time::timeout(limit, drain).await.unwrap().unwrap();
+    let cancelled = tokio::time::timeout(limit, changes).await.unwrap().unwrap();
+
+    assert_eq!(enqueued.len() as u64, ROUNDS * 2);
+    assert!(cancelled > 0, "nothing was cancelled");
+    let main = store.counts("main").await.unwrap();
+    assert_eq!(main.get("cancelled"), cancelled);
+    assert_eq!(
+        main.get("queued") + main.get("cancelled"),
+        ROUNDS as i64 * 2
+    );
+    let other = store.counts("other").await.unwrap();
+    assert_eq!(other.get("sent") as u64, sent);
+    assert_eq!(other.get("sent") + other.get("queued"), ROUNDS as i64);
+    // The last resume released the holds.
+    let line = store.instance("main").await.unwrap();
+    assert!(!line.paused);
+    assert_eq!(line.hold_until, None);
+    assert!(store.chat_holds("main").await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// A cancelled card goes to `cancelled` with its history line in the same transaction;
+/// cancelling an unknown id is NotFound and writes nothing.
+#[tokio::test]
+async fn cancel_writes_the_state_and_its_history_line_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None).await;
+    let rows = created(&store, "main", 1).await;
+    let row = store.cancel(&rows[0].id).await.unwrap();
+    assert_eq!(row.state, "cancelled");
+    let events: Vec<String> = store
+        .history(&rows[0].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(events, ["enqueued", "cancelled"]);
+    assert!(matches!(
+        store.cancel("01NOSUCHMESSAGE").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.counts("main").await.unwrap().get("cancelled"), 1);
     store.close().await;
 }
