@@ -500,8 +500,14 @@ impl Drain {
         self.head.pop_front();
         let attempt = match claimed {
             Ok(a) => a,
-            // Cancelled or expired between the look and the claim: look again.
-            Err(StoreError::Conflict(_)) => return Ok(Outcome::Progress),
+            // Cancelled or expired between the look and the claim, or the line paused:
+            // look again, from the line's state and its head (the card may still be
+            // queued, and must keep its place).
+            Err(StoreError::Conflict(_)) => {
+                self.persisted = None;
+                self.head.clear();
+                return Ok(Outcome::Progress);
+            }
             Err(e) => {
                 // Nothing of the transaction was written: the outcome is still to record.
                 self.pending = pending;

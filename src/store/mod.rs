@@ -141,7 +141,7 @@ impl Store {
 
     /// Marks the card `sending` and the instance's last send time, committed before the
     /// request goes out. Returns the attempt number, or Conflict if the card left the
-    /// queue meanwhile (cancelled, expired).
+    /// queue meanwhile (cancelled, expired) or its line was paused.
     pub async fn begin_attempt(
         &self,
         id: &str,

@@ -403,3 +403,39 @@ async fn cancel_writes_the_state_and_its_history_line_together() {
     assert_eq!(store.counts("main").await.unwrap().get("cancelled"), 1);
     store.close().await;
 }
+
+/// A paused line's cards are not claimed, whatever the drain last read of the line:
+/// the pause and the claim are ordered by the one writer. Resuming lets the claim go.
+#[tokio::test]
+async fn a_paused_line_claims_nothing_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, None).await;
+    store.set_paused("main", true).await.unwrap();
+    let rows = created(&store, "main", 1).await;
+    let refused = store.begin_attempt(&rows[0].id, "main", 1000).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let row = store.message(&rows[0].id).await.unwrap();
+    assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
+    assert_eq!(store.instance("main").await.unwrap().last_send_at, None);
+    // Another line is not affected.
+    let other = created(&store, "other", 2).await;
+    assert_eq!(
+        store
+            .begin_attempt(&other[0].id, "other", 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    store.set_paused("main", false).await.unwrap();
+    assert_eq!(
+        store
+            .begin_attempt(&rows[0].id, "main", 2000)
+            .await
+            .unwrap(),
+        1
+    );
+    store.close().await;
+}

@@ -10,9 +10,13 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::events;
 use crate::store::model::SendOutcomeRecord;
 
-/// The claim of a card (?1 id, ?2 now): `sending`, the attempt counted.
+/// The claim of a card (?1 id, ?2 now): `sending`, the attempt counted. Never on a
+/// paused line: the pause and the claim are ordered by the one writer, so a card is
+/// not claimed once `pause` has been answered, whatever the drain last read.
 pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attempts + 1,
-    attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued' RETURNING attempts";
+    attempt_started_at = ?2 WHERE id = ?1 AND state = 'queued'
+    AND NOT EXISTS (SELECT 1 FROM instances WHERE name = messages.instance AND paused)
+    RETURNING attempts";
 
 /// The instance's last send time, for pacing across restarts (?1 instance, ?2 now).
 pub const LAST_SEND: &str = "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
@@ -36,7 +40,7 @@ pub const OUTCOME_UNCERTAIN: &str =
 
 /// Claims a card for an attempt: `sending`, the attempt counted and logged, the
 /// instance's last send time kept for pacing across restarts. None when the card left
-/// the queue meanwhile (cancelled, expired).
+/// the queue meanwhile (cancelled, expired) or its line is paused.
 pub(super) fn claim(
     tx: &Transaction<'_>,
     id: &str,
