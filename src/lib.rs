@@ -3,21 +3,25 @@
 //! The modules, and which way the imports run: `cli` talks only to the socket;
 //! `daemon` wires `api`, `drain`, `store` and `config`; `api` → `store`, `contact`;
 //! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact`.
+//!
+//! Public are only the modules `main.rs`, the black-box tests and the benchmarks
+//! reach (the CLI's client, the daemon, the store, the sandbox, …); the rest is private
+//! to the crate, so the compiler reports what nothing uses.
 
-pub mod api;
+mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod daemon;
 pub mod demo;
-pub mod drain;
-pub mod lines;
+mod drain;
+mod lines;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
-pub mod protocol;
+mod notify;
+mod protocol;
 pub mod sandbox;
-pub mod shutdown;
+mod shutdown;
 pub mod store;
-pub mod upstream;
+mod upstream;

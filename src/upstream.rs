@@ -14,9 +14,9 @@ use crate::config::{ApiToken, InstanceSettings};
 // ---- The journal side (lastOutgoingMessages, showMessagesQueue, getSettings) lives in
 // ---- `upstream/journal.rs`, apart from the sendContact classification below.
 mod journal;
-pub use journal::{
-    journal_entry, parse_settings, phone_in_vcard, queue_entry, InstanceApiSettings, JournalEntry,
-};
+#[cfg(test)]
+pub use journal::phone_in_vcard;
+pub use journal::{journal_entry, queue_entry, JournalEntry};
 
 /// What became of one `sendContact` request. `drain` matches on it exhaustively.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,10 +134,6 @@ impl GreenApi {
             .user_agent(concat!("contactq/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamError(format!("cannot build the HTTP client: {e}")))
-    }
-
-    pub fn redactor(&self) -> &Redactor {
-        &self.redactor
     }
 
     fn url(&self, method: &str) -> String {

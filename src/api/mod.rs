@@ -22,9 +22,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::{UnixListener, UnixStream};
 
-pub use conn::{serve as serve_router, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, SHUTDOWN_GRACE};
+pub use conn::serve as serve_router;
 pub use error::ApiError;
-pub use view::message_view;
 
 use crate::config::Settings;
 use crate::lines::Lines;
@@ -138,7 +137,7 @@ async fn files_intact(State(state): State<AppState>, request: Request, next: Nex
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets open requests end
-/// (within [`SHUTDOWN_GRACE`]). At most `max_connections` are served at once.
+/// (within [`conn::SHUTDOWN_GRACE`]). At most `max_connections` are served at once.
 pub async fn serve(
     listener: UnixListener,
     state: AppState,

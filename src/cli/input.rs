@@ -51,6 +51,7 @@ pub enum Payload {
     Batch(Vec<Chunk>),
 }
 
+#[cfg(test)]
 impl Payload {
     /// Total number of cards.
     pub fn card_count(&self) -> usize {

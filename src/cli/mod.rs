@@ -5,12 +5,12 @@
 //! `display` (tables and `--json`). `main.rs` runs `daemon`, `sandbox` and `demo`
 //! itself and hands every other command to [`run_client`].
 
-pub mod args;
+mod args;
 pub mod client;
-pub mod commands;
-pub mod display;
-pub mod error;
-pub mod input;
+mod commands;
+mod display;
+mod error;
+mod input;
 mod offline;
 mod table;
 

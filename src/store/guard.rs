@@ -275,8 +275,4 @@ impl Identity {
             }
         }
     }
-
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
 }

@@ -20,7 +20,7 @@
 
 mod backup;
 mod error;
-pub mod guard;
+pub(crate) mod guard;
 mod model;
 mod sqlite;
 
