@@ -2,9 +2,9 @@
 //! scan of any table (a `SCAN` of `json_each` or a `SEARCH … USING INDEX` is fine), so
 //! next-to-send, expiry and status stay O(log n) with a million queued cards. The
 //! statements come from `contactq::store::hot_queries()`, which lists the very
-//! constants the store runs (not copies that could drift). And the
-//! drain's one-transaction claim binds its parameters right (sqlx binds unused lower
-//! slots of a multi-statement query positionally: a wrong numbering silently binds NULL).
+//! constants the store runs (not copies that could drift). And the drain's claim of the
+//! next card and the outcome of the last share one transaction, with every parameter
+//! bound where it belongs.
 
 use contactq::store::{
     EnqueueOutcome, EnqueueRequest, SendOutcomeRecord, Store, StoreError, StoreOptions,

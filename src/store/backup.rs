@@ -28,6 +28,19 @@ pub struct RestoreReport {
     pub kept: Option<PathBuf>,
 }
 
+/// A copy's cards (a table only a contactq database has).
+const CARDS: &str = "SELECT COUNT(*) FROM messages";
+
+/// A copy's cards that a restore may send again.
+const PENDING_CARDS: &str = "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')";
+
+/// Gives every line with a pending card a row, paused; then pauses every row.
+const PAUSE_PENDING_LINES: &str = "INSERT INTO instances (name, paused)
+    SELECT DISTINCT instance, 1 FROM messages WHERE state IN ('queued', 'sending')
+    ON CONFLICT (name) DO UPDATE SET paused = 1";
+const PAUSE_ALL_LINES: &str = "UPDATE instances SET paused = 1";
+const LINE_NAMES: &str = "SELECT name FROM instances ORDER BY name";
+
 /// Checks that `path` is an intact contactq database: SQLite's `quick_check` passes
 /// and the schema has the queue's tables. Returns the number of cards.
 pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
@@ -45,13 +58,12 @@ pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
             path.display()
         )));
     }
-    conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
-        .map_err(|e| {
-            StoreError::database(format!(
-                "{} is not a contactq database: {e}",
-                path.display()
-            ))
-        })
+    conn.query_row(CARDS, [], |r| r.get(0)).map_err(|e| {
+        StoreError::database(format!(
+            "{} is not a contactq database: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Puts the copy `src` in place of `database`, pausing every line in it unless
@@ -76,11 +88,7 @@ pub fn restore(
             .map_err(StoreError::from)?;
         let paused = if pause { pause_all(&conn)? } else { Vec::new() };
         let pending: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(PENDING_CARDS, [], |r| r.get(0))
             .map_err(StoreError::from)?;
         drop(conn);
         Ok::<_, StoreError>((paused, pending))
@@ -129,18 +137,11 @@ pub fn restore(
 
 /// Pauses every line that has a row or a pending card; answers their names.
 fn pause_all(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    conn.execute(
-        "INSERT INTO instances (name, paused)
-             SELECT DISTINCT instance, 1 FROM messages WHERE state IN ('queued', 'sending')
-         ON CONFLICT (name) DO UPDATE SET paused = 1",
-        [],
-    )
-    .map_err(StoreError::from)?;
-    conn.execute("UPDATE instances SET paused = 1", [])
+    conn.execute(PAUSE_PENDING_LINES, [])
         .map_err(StoreError::from)?;
-    let mut names = conn
-        .prepare("SELECT name FROM instances ORDER BY name")
+    conn.execute(PAUSE_ALL_LINES, [])
         .map_err(StoreError::from)?;
+    let mut names = conn.prepare(LINE_NAMES).map_err(StoreError::from)?;
     let names = names
         .query_map([], |r| r.get(0))
         .map_err(StoreError::from)?

@@ -93,10 +93,9 @@ impl SqliteStore {
             .run(&migrator)
             .await
             .map_err(|e| StoreError::Migrate(Cause::new(e)))?;
-        let next_line: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(line_seq), 0) + 1 FROM messages")
-                .fetch_one(&migrator)
-                .await?;
+        let next_line: i64 = sqlx::query_scalar(reads::NEXT_LINE)
+            .fetch_one(&migrator)
+            .await?;
         let write_conn = writer::open(path, max_page_count)?;
         let read = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
@@ -132,7 +131,7 @@ impl SqliteStore {
     pub async fn healthy(&self) -> bool {
         self.identity.verify().is_ok()
             && self.writer.is_alive()
-            && sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+            && sqlx::query(reads::ALIVE).execute(&self.read).await.is_ok()
     }
 
     pub async fn close(&self) {

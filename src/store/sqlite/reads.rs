@@ -11,6 +11,12 @@ use crate::store::model::{
     ChatHold, EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, UncertainCard,
 };
 
+/// The next place in line, at start (the write thread then counts on from it).
+pub const NEXT_LINE: &str = "SELECT COALESCE(MAX(line_seq), 0) + 1 FROM messages";
+
+/// Whether a read connection answers (health).
+pub const ALIVE: &str = "SELECT 1";
+
 /// The head of an instance's queued line (?1 instance, ?2 how many).
 pub const HEAD_ROWS: &str = concat!(
     "SELECT ",
