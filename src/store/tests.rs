@@ -61,7 +61,7 @@ fn pragmas(conn: &rusqlite::Connection) -> (String, i64) {
 /// a failed group. kill -9 keeps the page cache, so the crash tests cannot see a
 /// weaker setting: this test does. The readers share the WAL.
 #[tokio::test]
-async fn the_one_write_connection_is_wal_with_synchronous_full() {
+async fn every_write_connection_is_wal_with_synchronous_full() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, Some(1000)).await;
     let ask = || store.sqlite().write_for_test(|tx| Ok(pragmas(tx)));
