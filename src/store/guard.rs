@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Mode of the database files contactq creates (the WAL and shm files take the
 /// database file's mode from SQLite): phone numbers are not for every local user.
