@@ -4,8 +4,7 @@
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::rows::MESSAGE_COLUMNS;
-pub use super::rows::ONE_MESSAGE;
+use super::rows::{MESSAGE_COLUMNS, ONE_MESSAGE};
 use crate::store::error::StoreError;
 use crate::store::model::{
     ChatHold, EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, UncertainCard,
