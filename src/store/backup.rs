@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::error::StoreError;
+use super::error::{Cause, StoreError};
 
 /// What a restore found in the copy it put in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +48,10 @@ pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
+    .map_err(|e| StoreError::Database(Cause::context(path.display().to_string(), e)))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| StoreError::database(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StoreError::Database(Cause::context(path.display().to_string(), e)))?;
     if check != "ok" {
         return Err(StoreError::database(format!(
             "{} fails SQLite's quick_check: {check}",
@@ -59,9 +59,9 @@ pub fn verify_copy(path: &Path) -> Result<i64, StoreError> {
         )));
     }
     conn.query_row(CARDS, [], |r| r.get(0)).map_err(|e| {
-        StoreError::database(format!(
-            "{} is not a contactq database: {e}",
-            path.display()
+        StoreError::Database(Cause::context(
+            format!("{} is not a contactq database", path.display()),
+            e,
         ))
     })
 }
@@ -172,5 +172,5 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::unavailable(format!("{}: {e}", path.display()))
+    StoreError::Unavailable(Cause::context(path.display().to_string(), e))
 }

@@ -15,11 +15,31 @@ impl Cause {
         Cause(Arc::new(error))
     }
 
+    /// `error` with what was being done when it happened ("path: error"), the error
+    /// itself kept as the source.
+    pub fn context(
+        context: impl Into<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause::new(Context {
+            context: context.into(),
+            source: Box::new(error),
+        })
+    }
+
     /// A cause that is only a message (no driver error behind it).
     pub fn msg(message: impl Into<String>) -> Cause {
         let boxed: Box<dyn std::error::Error + Send + Sync> = message.into().into();
         Cause(Arc::from(boxed))
     }
+}
+
+/// An error and what was being done when it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+struct Context {
+    context: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// A store failure the callers must tell apart.

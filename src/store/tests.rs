@@ -439,3 +439,20 @@ async fn a_paused_line_claims_nothing_until_resumed() {
     );
     store.close().await;
 }
+
+/// An error with its context keeps the original error reachable through `source()`,
+/// and its text names both (what callers print).
+#[test]
+fn an_error_keeps_its_cause_under_its_context() {
+    let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no entry");
+    let error = StoreError::Unavailable(Cause::context("/var/lib/queue.db", io));
+    assert_eq!(
+        error.to_string(),
+        "database unavailable: /var/lib/queue.db: no entry"
+    );
+    let cause = std::error::Error::source(&error).expect("the cause");
+    let io = std::error::Error::source(cause)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .expect("the io::Error itself");
+    assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+}

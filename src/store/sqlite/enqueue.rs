@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::events::INSERT_EVENT_BY_SEQ;
 use super::rows::{self, ONE_MESSAGE};
 use crate::contact::Card;
-use crate::store::error::StoreError;
+use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
 pub const INSERT_ROW: &str = "INSERT INTO messages
@@ -121,7 +121,7 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreErr
 /// The stored rows named in a JSON array of ids, in that order.
 fn rows_by_ids(tx: &Transaction<'_>, ids_json: &str) -> Result<Vec<MessageRow>, StoreError> {
     let ids: Vec<String> = serde_json::from_str(ids_json)
-        .map_err(|e| StoreError::Database(crate::store::error::Cause::new(e)))?;
+        .map_err(|e| StoreError::Database(Cause::context("idempotency record", e)))?;
     let mut select = tx.prepare_cached(ONE_MESSAGE)?;
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
@@ -143,7 +143,7 @@ fn new_rows(
     for (i, card) in request.cards.iter().enumerate() {
         let id = ids
             .generate()
-            .map_err(|e| StoreError::database(format!("id generator: {e}")))?;
+            .map_err(|e| StoreError::Database(Cause::context("id generator", e)))?;
         rows.push(MessageRow::fresh(
             id.to_string(),
             &request.instance,
