@@ -2,7 +2,8 @@
 //!
 //! The modules, and which way the imports run: `cli` talks only to the socket;
 //! `daemon` wires `api`, `drain`, `store` and `config`; `api` → `store`, `contact`;
-//! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact`.
+//! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact` and `state`. The domain
+//! (`contact`, `state`, `ids`) imports nothing else of ours.
 
 pub mod api;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod contact;
 pub mod daemon;
 pub mod demo;
 pub mod drain;
+pub mod ids;
 pub mod lines;
 pub mod logging;
 pub mod metrics;
@@ -19,5 +21,6 @@ pub mod notify;
 pub mod protocol;
 pub mod sandbox;
 pub mod shutdown;
+pub mod state;
 pub mod store;
 pub mod upstream;
