@@ -49,6 +49,13 @@ impl FromStr for MessageId {
     }
 }
 
+impl From<ulid::Ulid> for MessageId {
+    /// A freshly generated id (its text is already canonical).
+    fn from(ulid: ulid::Ulid) -> Self {
+        MessageId(ulid.to_string())
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -108,8 +115,10 @@ mod tests {
 
     #[test]
     fn a_generated_ulid_parses_to_itself() {
-        let ulid = ulid::Ulid::new().to_string();
-        assert_eq!(ulid.parse::<MessageId>().unwrap().as_str(), ulid);
+        let ulid = ulid::Ulid::new();
+        let text = ulid.to_string();
+        assert_eq!(text.parse::<MessageId>().unwrap().as_str(), text);
+        assert_eq!(MessageId::from(ulid), text.parse::<MessageId>().unwrap());
         let largest = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ";
         assert_eq!(largest.parse::<MessageId>().unwrap().as_str(), largest);
     }

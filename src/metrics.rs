@@ -37,6 +37,12 @@ fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'stat
     }
 }
 
+/// The `state` label of `contactq_authorization`: the state's name, or `unknown` for a
+/// state the API reports that contactq does not know (the label set stays fixed).
+fn authorization_label(state: &Authorization) -> &'static str {
+    state.known_name().unwrap_or("unknown")
+}
+
 /// A card reached an end state.
 pub fn ended(instance: &str, state: MessageState) {
     ended_many(instance, state, 1);
@@ -173,16 +179,38 @@ async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines)
         }
         metrics::gauge!("contactq_send_delay_seconds", "instance" => name.to_string())
             .set(status.send_delay_ms as f64 / 1000.0);
-        // A state the API reports that contactq does not know counts as `unknown`:
-        // the label set stays fixed.
-        let current = match &status.authorization {
-            Authorization::Other(_) => &Authorization::Unknown,
-            named => named,
-        };
-        for state in Authorization::KNOWN {
-            let value = if current == &state { 1.0 } else { 0.0 };
-            let label = state.known_name().expect("KNOWN states are named");
+        let current = authorization_label(&status.authorization);
+        for label in Authorization::KNOWN.iter().map(authorization_label) {
+            let value = if label == current { 1.0 } else { 0.0 };
             metrics::gauge!("contactq_authorization", "instance" => name.to_string(), "state" => label).set(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_authorization_has_one_of_eight_fixed_labels() {
+        let labels: Vec<_> = Authorization::KNOWN
+            .iter()
+            .map(authorization_label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "authorized",
+                "notAuthorized",
+                "blocked",
+                "sleepMode",
+                "starting",
+                "yellowCard",
+                "suspended",
+                "unknown"
+            ]
+        );
+        let unlisted = Authorization::Other("pendingMigration".into());
+        assert_eq!(authorization_label(&unlisted), "unknown");
     }
 }
