@@ -7,6 +7,12 @@
 //! The daemon and the CLI (`send --file` checks every card before it sends any) use this
 //! module; the sandbox has its own, independent validator. It imports nothing else of
 //! ours.
+//!
+//! A [`Card`] (and its [`Contact`]) can only come out of [`Card::parse`]: the fields are
+//! read through accessors, and no constructor skips the rules. The exceptions, for now:
+//! `chat_id` and `contact` (and `Contact::phone_contact`) stay readable as fields because
+//! `src/store` reads them so; they become private when the store reads the accessors.
+//! Even so, no code outside this file can build a card (the `sealed` field).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -40,34 +46,91 @@ impl ValidationError {
     }
 }
 
+/// Only this module can make one: a struct with a field of this type cannot be written
+/// as a literal elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sealed;
+
 /// The contact object of a card, with the phone as a number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
+    /// Read it with [`Contact::phone`]; a field only while `src/store` reads it so.
+    #[doc(hidden)]
     pub phone_contact: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
+    first_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub middle_name: Option<String>,
+    middle_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
+    last_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub company: Option<String>,
+    company: Option<String>,
+    #[serde(skip)]
+    sealed: Sealed,
 }
 
-/// A `sendContact` body that passed validation.
+impl Contact {
+    /// `phoneContact`: 7 to 15 digits, a safe integer.
+    pub fn phone(&self) -> u64 {
+        self.phone_contact
+    }
+
+    pub fn first_name(&self) -> Option<&str> {
+        self.first_name.as_deref()
+    }
+
+    pub fn middle_name(&self) -> Option<&str> {
+        self.middle_name.as_deref()
+    }
+
+    pub fn last_name(&self) -> Option<&str> {
+        self.last_name.as_deref()
+    }
+
+    pub fn company(&self) -> Option<&str> {
+        self.company.as_deref()
+    }
+}
+
+/// A `sendContact` body that passed validation; [`Card::parse`] is the only way to
+/// get one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Card {
+    /// Read it with [`Card::chat_id`]; a field only while `src/store` reads it so.
+    #[doc(hidden)]
     pub chat_id: String,
+    /// Read it with [`Card::contact`]; a field only while `src/store` reads it so.
+    #[doc(hidden)]
     pub contact: Contact,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub quoted_message_id: Option<String>,
+    quoted_message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub typing_time: Option<i64>,
+    typing_time: Option<i64>,
+    #[serde(skip)]
+    sealed: Sealed,
 }
 
 impl Card {
+    /// `<digits>@c.us`, `<digits>@lid`, `<digits>@g.us` or `<digits>-<digits>@g.us`.
+    pub fn chat_id(&self) -> &str {
+        &self.chat_id
+    }
+
+    pub fn contact(&self) -> &Contact {
+        &self.contact
+    }
+
+    pub fn quoted_message_id(&self) -> Option<&str> {
+        self.quoted_message_id.as_deref()
+    }
+
+    /// Milliseconds, 1000 to 20000.
+    pub fn typing_time(&self) -> Option<i64> {
+        self.typing_time
+    }
+
     /// Parses raw JSON text; a syntax error is reported like the API's body parser.
     pub fn parse_json(text: &[u8]) -> Result<Card, ValidationError> {
         let value: Value = serde_json::from_slice(text)
@@ -104,6 +167,7 @@ impl Card {
             contact,
             quoted_message_id,
             typing_time,
+            sealed: Sealed,
         })
     }
 
@@ -200,6 +264,7 @@ fn parse_contact(value: Option<&Value>) -> Result<Contact, ValidationError> {
         middle_name,
         last_name,
         company,
+        sealed: Sealed,
     })
 }
 
@@ -342,15 +407,15 @@ mod tests {
         let c = card(json!({"chatId": "11001234567@c.us", "contact": {
             "phoneContact": 79001234568u64, "firstName": "Artem", "middleName": "Petrovich",
             "lastName": "Evpatoriysky", "company": "Bicycle"}}));
-        assert_eq!(c.contact.phone_contact, 79001234568);
-        assert_eq!(c.contact.company.as_deref(), Some("Bicycle"));
+        assert_eq!(c.contact().phone(), 79001234568);
+        assert_eq!(c.contact().company(), Some("Bicycle"));
     }
 
     #[test]
     fn group_chat_example_is_accepted() {
         let c = card(json!({"chatId": "11001234567-1581234048@g.us",
             "contact": {"phoneContact": 79001234568u64, "firstName": "Artem"}}));
-        assert_eq!(c.chat_id, "11001234567-1581234048@g.us");
+        assert_eq!(c.chat_id(), "11001234567-1581234048@g.us");
         card(json!({"chatId": "120363043968066561@g.us",
             "contact": {"phoneContact": 79001234568u64, "company": "Bicycle"}}));
     }
@@ -361,7 +426,7 @@ mod tests {
             "quotedMessageId": "361B0E63F2FDF95903B6A9C9A102F34B",
             "contact": {"phoneContact": 79001234568u64, "firstName": "Artem"}}));
         assert_eq!(
-            c.quoted_message_id.as_deref(),
+            c.quoted_message_id(),
             Some("361B0E63F2FDF95903B6A9C9A102F34B")
         );
     }
@@ -370,7 +435,7 @@ mod tests {
     fn cyrillic_names_are_accepted_and_kept() {
         let c = card(json!({"chatId": "11001234567@c.us", "contact": {
             "phoneContact": 79001234568u64, "firstName": "Артём", "lastName": "Евпаторийский"}}));
-        assert_eq!(c.contact.first_name.as_deref(), Some("Артём"));
+        assert_eq!(c.contact().first_name(), Some("Артём"));
         assert!(c.canonical().contains("Евпаторийский"));
     }
 
@@ -399,6 +464,37 @@ mod tests {
                 "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})),
             "'typingTime' must be an integer"
         );
+    }
+
+    #[test]
+    fn a_parsed_card_reads_back_through_its_accessors_and_sends_only_api_fields() {
+        let body = json!({"chatId": "11001234567@c.us", "typingTime": 3000,
+            "quotedMessageId": "361B0E63F2FDF95903B6A9C9A102F34B",
+            "contact": {"phoneContact": "79001234568", "firstName": "Artem",
+                "middleName": "P", "lastName": "E", "company": "Bicycle"}});
+        let c = card(body.clone());
+        assert_eq!(c.chat_id(), "11001234567@c.us");
+        assert_eq!(c.typing_time(), Some(3000));
+        assert_eq!(
+            c.quoted_message_id(),
+            Some("361B0E63F2FDF95903B6A9C9A102F34B")
+        );
+        let contact = c.contact();
+        assert_eq!(contact.phone(), 79001234568);
+        assert_eq!(
+            [
+                contact.first_name(),
+                contact.middle_name(),
+                contact.last_name(),
+                contact.company()
+            ],
+            [Some("Artem"), Some("P"), Some("E"), Some("Bicycle")]
+        );
+        // The body sent is the one parsed (the phone as a number), nothing added.
+        let mut expected = body;
+        expected["contact"]["phoneContact"] = json!(79001234568u64);
+        assert_eq!(c.to_body(), expected);
+        assert_eq!(Card::parse(&c.to_body()).unwrap(), c);
     }
 
     #[test]
@@ -506,11 +602,11 @@ mod tests {
             );
         }
         assert_eq!(
-            card(with(json!(790012345681u64))).contact.phone_contact,
+            card(with(json!(790012345681u64))).contact().phone(),
             790012345681
         );
         assert_eq!(
-            card(with(json!(79001234568.0))).contact.phone_contact,
+            card(with(json!(79001234568.0))).contact().phone(),
             79001234568
         );
     }
@@ -521,7 +617,7 @@ mod tests {
         // A Brazilian mobile: 13 digits, as a number and as a string.
         for brazil in [json!(5511912345678u64), json!("5511912345678")] {
             let c = card(with(brazil));
-            assert_eq!(c.contact.phone_contact, 5511912345678);
+            assert_eq!(c.contact().phone(), 5511912345678);
             assert_eq!(
                 c.warnings(),
                 ["phoneContact has 13 digits; the API documents 11 or 12"]
@@ -545,7 +641,7 @@ mod tests {
     fn lid_chat_ids_are_accepted() {
         let c = card(json!({"chatId": "123456789012345@lid",
             "contact": {"phoneContact": 79001234568u64, "firstName": "A"}}));
-        assert_eq!(c.chat_id, "123456789012345@lid");
+        assert_eq!(c.chat_id(), "123456789012345@lid");
         for bad in ["@lid", "12a@lid", "1-2@lid", "12@lid.us"] {
             assert!(
                 detail(json!({"chatId": bad,
@@ -563,7 +659,7 @@ mod tests {
             "contact": {"phoneContact": 79001234568u64, "firstName": "A"}})
         };
         for ok in [1000, 20000, 5000] {
-            assert_eq!(card(with(json!(ok))).typing_time, Some(ok));
+            assert_eq!(card(with(json!(ok))).typing_time(), Some(ok));
         }
         let cases = [
             (

@@ -427,7 +427,11 @@ async fn upkeep(
                     let total: u64 = batch.iter().map(|(_, n)| n).sum();
                     for (instance, n) in batch {
                         tracing::info!(instance = %instance, expired = n, "expired cards not sent within max_age");
-                        crate::metrics::ended_many(&instance, "expired", n);
+                        crate::metrics::ended_many(
+                            &instance,
+                            crate::state::MessageState::Expired,
+                            n,
+                        );
                     }
                     if total < crate::store::EXPIRY_BATCH as u64 {
                         break;

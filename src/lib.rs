@@ -2,7 +2,8 @@
 //!
 //! The modules, and which way the imports run: `cli` talks only to the socket;
 //! `daemon` wires `api`, `drain`, `store` and `config`; `api` → `store`, `contact`;
-//! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact`.
+//! `drain` → `store`, `upstream`; `store` → `contact`; `sandbox` shares only `contact`
+//! and `state`. The domain (`contact`, `state`, `ids`) imports nothing else of ours.
 //!
 //! Public are only the modules `main.rs`, the black-box tests and the benchmarks
 //! reach (the CLI's client, the daemon, the store, the sandbox, …); the rest is private
@@ -16,6 +17,7 @@ pub mod contact;
 pub mod daemon;
 pub mod demo;
 mod drain;
+mod ids;
 mod lines;
 pub mod logging;
 pub mod metrics;
@@ -23,5 +25,6 @@ mod notify;
 mod protocol;
 pub mod sandbox;
 mod shutdown;
+mod state;
 pub mod store;
 mod upstream;

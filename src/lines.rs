@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::clock::format_time_of_day;
+use crate::state::Authorization;
 
 /// Why an instance's line is not sending right now.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +17,7 @@ pub enum Hold {
     /// `contactq pause NAME`.
     Paused,
     /// The last `stateInstance` was not `authorized`.
-    NotAuthorized { state: String, since_ms: i64 },
+    NotAuthorized { state: Authorization, since_ms: i64 },
     /// A temporary failure; the next try is at `until_ms`.
     BackOff { status: Option<u16>, until_ms: i64 },
     /// 466: the monthly quota is used up.
@@ -80,7 +81,7 @@ impl Hold {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineStatus {
     /// The last `stateInstance` seen, or `unknown`.
-    pub authorization: String,
+    pub authorization: Authorization,
     pub hold: Option<Hold>,
     /// When the pacing allows the next send (ms), if known.
     pub next_send_at: Option<i64>,
@@ -166,7 +167,7 @@ impl Lines {
                 .map(|(name, send_delay_ms)| {
                     let line = Line {
                         status: Mutex::new(LineStatus {
-                            authorization: "unknown".to_string(),
+                            authorization: Authorization::Unknown,
                             hold: None,
                             next_send_at: None,
                             last_error: None,

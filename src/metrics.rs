@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::state::{Authorization, MessageState};
+
 /// Enqueue latency, from the request being parsed to its commit.
 pub fn enqueue_latency(elapsed: Duration) {
     metrics::histogram!("contactq_enqueue_duration_seconds").record(elapsed.as_secs_f64());
@@ -35,13 +37,20 @@ fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'stat
     }
 }
 
+/// The `state` label of `contactq_authorization`: the state's name, or `unknown` for a
+/// state the API reports that contactq does not know (the label set stays fixed).
+fn authorization_label(state: &Authorization) -> &'static str {
+    state.known_name().unwrap_or("unknown")
+}
+
 /// A card reached an end state.
-pub fn ended(instance: &str, state: &'static str) {
+pub fn ended(instance: &str, state: MessageState) {
     ended_many(instance, state, 1);
 }
 
-/// Several cards of one instance reached an end state.
-pub fn ended_many(instance: &str, state: &'static str, n: u64) {
+/// Several cards of one instance reached an end state (`contactq_sent_total`, …).
+pub fn ended_many(instance: &str, state: MessageState, n: u64) {
+    debug_assert!(state.is_ended(), "{state} is not an end state");
     metrics::counter!(format!("contactq_{state}_total"), "instance" => instance.to_string())
         .increment(n);
 }
@@ -95,7 +104,7 @@ pub async fn serve(
     // Every instance's counters exist from the start, at 0, so a rate() over them
     // works before the first event.
     for (name, _) in lines.iter() {
-        for state in ["sent", "failed", "expired", "cancelled"] {
+        for state in MessageState::ENDED {
             ended_many(name, state, 0);
         }
         enqueued(name, 0);
@@ -143,9 +152,9 @@ async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines)
         if let Ok(counts) = store.counts(name).await {
             let label = name.to_string();
             metrics::gauge!("contactq_queued", "instance" => label.clone())
-                .set(counts.get("queued") as f64);
+                .set(counts.get(MessageState::Queued.as_str()) as f64);
             metrics::gauge!("contactq_sending", "instance" => label.clone())
-                .set(counts.get("sending") as f64);
+                .set(counts.get(MessageState::Sending.as_str()) as f64);
             let age = counts
                 .oldest_queued_at
                 .map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
@@ -170,22 +179,38 @@ async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines)
         }
         metrics::gauge!("contactq_send_delay_seconds", "instance" => name.to_string())
             .set(status.send_delay_ms as f64 / 1000.0);
-        for state in [
-            "authorized",
-            "notAuthorized",
-            "blocked",
-            "sleepMode",
-            "starting",
-            "yellowCard",
-            "suspended",
-            "unknown",
-        ] {
-            let value = if status.authorization == state {
-                1.0
-            } else {
-                0.0
-            };
-            metrics::gauge!("contactq_authorization", "instance" => name.to_string(), "state" => state).set(value);
+        let current = authorization_label(&status.authorization);
+        for label in Authorization::KNOWN.iter().map(authorization_label) {
+            let value = if label == current { 1.0 } else { 0.0 };
+            metrics::gauge!("contactq_authorization", "instance" => name.to_string(), "state" => label).set(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_authorization_has_one_of_eight_fixed_labels() {
+        let labels: Vec<_> = Authorization::KNOWN
+            .iter()
+            .map(authorization_label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "authorized",
+                "notAuthorized",
+                "blocked",
+                "sleepMode",
+                "starting",
+                "yellowCard",
+                "suspended",
+                "unknown"
+            ]
+        );
+        let unlisted = Authorization::Other("pendingMigration".into());
+        assert_eq!(authorization_label(&unlisted), "unknown");
     }
 }

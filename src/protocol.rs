@@ -6,13 +6,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ids::MessageId;
+use crate::state::{Authorization, MessageState};
+
 /// One message as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
-    pub id: String,
+    pub id: MessageId,
     pub instance: String,
-    pub state: String,
+    pub state: MessageState,
     pub chat_id: String,
     pub contact: Value,
     pub quoted_message_id: Option<String>,
@@ -100,7 +103,7 @@ pub struct StatusView {
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
     pub name: String,
-    pub authorization: String,
+    pub authorization: Authorization,
     pub queued: i64,
     pub sending: i64,
     pub sent: i64,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{ApiToken, InstanceSettings};
+use crate::state::Authorization;
 
 // ---- The journal side (lastOutgoingMessages, showMessagesQueue, getSettings) lives in
 // ---- `upstream/journal.rs`, apart from the sendContact classification below.
@@ -212,8 +213,8 @@ impl GreenApi {
         self.redactor.clean(&text)
     }
 
-    /// `GET getStateInstance`: the `stateInstance` text.
-    pub async fn state(&self) -> Result<String, StateError> {
+    /// `GET getStateInstance`: the `stateInstance`, kept even when unlisted.
+    pub async fn state(&self) -> Result<Authorization, StateError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct State {
@@ -238,7 +239,7 @@ impl GreenApi {
             });
         }
         match (status, parsed.and_then(|s| s.state_instance)) {
-            (200, Some(state)) => Ok(state),
+            (200, Some(state)) => Ok(Authorization::parse(&state)),
             _ => Err(StateError::Other(self.unexpected(
                 "getStateInstance",
                 status,

@@ -251,3 +251,33 @@ async fn a_401_or_403_to_get_state_is_a_refusal_not_a_connection_error() {
         Err(StateError::Refused { status: 401, .. })
     ));
 }
+
+#[tokio::test]
+async fn a_state_answer_is_typed_and_an_unlisted_state_keeps_its_text() {
+    for (body, expected) in [
+        (
+            r#"{"stateInstance":"authorized"}"#,
+            Authorization::Authorized,
+        ),
+        (
+            r#"{"stateInstance":"yellowCard"}"#,
+            Authorization::YellowCard,
+        ),
+        (
+            r#"{"stateInstance":"pendingMigration"}"#,
+            Authorization::Other("pendingMigration".into()),
+        ),
+    ] {
+        let url = serve_once(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            0,
+        )
+        .await;
+        let state = client_for(&url).state().await.unwrap();
+        assert_eq!(state, expected, "{body}");
+        assert_eq!(state.is_authorized(), body.contains("\"authorized\""));
+    }
+}

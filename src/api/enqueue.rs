@@ -39,7 +39,7 @@ pub async fn send_contact(
     let value = parse_json(&body)?;
     let card = Card::parse(&value).map_err(|e| ApiError::bad_request(e.to_string(), e.detail))?;
     let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, vec![card]).await?;
-    let views = views(&state, &rows, queued).await;
+    let views = views(&state, &rows, queued).await?;
     let view = views
         .into_iter()
         .next()
@@ -97,7 +97,7 @@ pub async fn send_contact_batch(
         ));
     }
     let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, cards).await?;
-    let messages = views(&state, &rows, queued).await;
+    let messages = views(&state, &rows, queued).await?;
     Ok((status, Json(BatchAccepted { messages })))
 }
 
@@ -231,10 +231,14 @@ async fn enqueue(
 /// Views of enqueued rows. Fresh ones take their positions from the queued count the
 /// writer read at the commit (the new cards are at the tail), so an enqueue costs no
 /// read of its own; an idempotent repeat looks its positions up.
-async fn views(state: &AppState, rows: &[MessageRow], queued: Option<i64>) -> Vec<MessageView> {
-    let mut views = positioned_views(state, rows, queued).await;
+async fn views(
+    state: &AppState,
+    rows: &[MessageRow],
+    queued: Option<i64>,
+) -> Result<Vec<MessageView>, ApiError> {
+    let mut views = positioned_views(state, rows, queued).await?;
     views.iter_mut().for_each(with_warnings);
-    views
+    Ok(views)
 }
 
 /// Every warning of an enqueue answer, the card's own (from validation) first;
@@ -254,7 +258,7 @@ async fn positioned_views(
     state: &AppState,
     rows: &[MessageRow],
     queued: Option<i64>,
-) -> Vec<MessageView> {
+) -> Result<Vec<MessageView>, ApiError> {
     match queued {
         Some(q) => {
             let n = rows.len() as i64;
@@ -264,9 +268,9 @@ async fn positioned_views(
         None => {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(queued_view(state, row, None).await);
+                out.push(queued_view(state, row, None).await?);
             }
-            out
+            Ok(out)
         }
     }
 }

@@ -9,6 +9,7 @@ use super::AppState;
 use crate::clock::{format_ms, now_ms};
 use crate::lines::LineStatus;
 use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
+use crate::state::MessageState;
 
 pub async fn pause(
     State(state): State<AppState>,
@@ -77,20 +78,22 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
         } else {
             live.hold.as_ref().map(|h| h.describe())
         };
+        // The store counts by its state text; the names come from the one enum.
+        let count = |state: MessageState| counts.get(state.as_str());
         instances.push(InstanceStatus {
             name: name.clone(),
             authorization: live.authorization.clone(),
-            queued: counts.get("queued"),
-            sending: counts.get("sending"),
-            sent: counts.get("sent"),
-            failed: counts.get("failed"),
-            expired: counts.get("expired"),
-            cancelled: counts.get("cancelled"),
+            queued: count(MessageState::Queued),
+            sending: count(MessageState::Sending),
+            sent: count(MessageState::Sent),
+            failed: count(MessageState::Failed),
+            expired: count(MessageState::Expired),
+            cancelled: count(MessageState::Cancelled),
             oldest_queued_age_seconds: counts
                 .oldest_queued_at
                 .map(|at| ((now - at).max(0) as f64) / 1000.0),
             send_delay_ms: live.send_delay_ms,
-            next_send_at: next_send_at(&live, counts.get("queued"), persisted.paused, now),
+            next_send_at: next_send_at(&live, count(MessageState::Queued), persisted.paused, now),
             paused: persisted.paused,
             last_error: live.last_error.clone(),
             held,

@@ -7,34 +7,40 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::view::{history_entry, queued_view};
 use super::AppState;
+use crate::ids::MessageId;
 use crate::protocol::{MessageList, MessageView};
+use crate::state::MessageState;
 use crate::store::{ListFilter, StoreError};
 
-const STATES: [&str; 6] = [
-    "queued",
-    "sending",
-    "sent",
-    "failed",
-    "expired",
-    "cancelled",
-];
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
-fn not_found(id: &str) -> impl Fn(StoreError) -> ApiError + '_ {
+fn not_found(id: &MessageId) -> impl Fn(StoreError) -> ApiError + '_ {
     move |e| match e {
         StoreError::NotFound => ApiError::UnknownMessage(id.to_string()),
         other => other.into(),
     }
 }
 
+/// The id in the path, in any case. A text that is not a ULID names no message: it
+/// is answered like an unknown id (404), as before ids were parsed.
+fn message_id(text: &str) -> Result<MessageId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::UnknownMessage(text.to_string()))
+}
+
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let row = state.store.message(&id).await.map_err(not_found(&id))?;
-    let history = state.store.history(&id).await?;
-    let mut view = queued_view(&state, &row, None).await;
+    let id = message_id(&id)?;
+    let row = state
+        .store
+        .message(id.as_str())
+        .await
+        .map_err(not_found(&id))?;
+    let history = state.store.history(id.as_str()).await?;
+    let mut view = queued_view(&state, &row, None).await?;
     view.history = Some(history.iter().map(history_entry).collect());
     Ok(Json(view))
 }
@@ -52,15 +58,16 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<MessageList>, ApiError> {
     let blank = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let filter_state = blank(q.state);
-    if let Some(s) = &filter_state {
-        if !STATES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
+    let filter_state: Option<MessageState> =
+        blank(q.state).map(|s| s.parse()).transpose().map_err(|_| {
+            ApiError::bad_request(
                 "invalid query",
-                format!("'state' must be one of {}", STATES.join(", ")),
-            ));
-        }
-    }
+                format!(
+                    "'state' must be one of {}",
+                    MessageState::names().join(", ")
+                ),
+            )
+        })?;
     let limit = match blank(q.limit) {
         None => DEFAULT_LIMIT,
         Some(l) => l
@@ -76,14 +83,14 @@ pub async fn list(
     };
     let filter = ListFilter {
         instance: blank(q.instance),
-        state: filter_state,
+        state: filter_state.map(|s| s.as_str().to_string()),
         before: blank(q.before),
         limit,
     };
     let (rows, next) = state.store.list(&filter).await?;
     let mut messages = Vec::with_capacity(rows.len());
     for row in &rows {
-        messages.push(queued_view(&state, row, None).await);
+        messages.push(queued_view(&state, row, None).await?);
     }
     Ok(Json(MessageList { messages, next }))
 }
@@ -92,25 +99,31 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let row = state.store.cancel(&id).await.map_err(not_found(&id))?;
+    let id = message_id(&id)?;
+    let row = state
+        .store
+        .cancel(id.as_str())
+        .await
+        .map_err(not_found(&id))?;
     tracing::info!(message_id = %id, instance = %row.instance, "cancelled");
-    crate::metrics::ended(&row.instance, "cancelled");
-    Ok(Json(queued_view(&state, &row, None).await))
+    crate::metrics::ended(&row.instance, MessageState::Cancelled);
+    Ok(Json(queued_view(&state, &row, None).await?))
 }
 
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
+    let id = message_id(&id)?;
     let max_age = crate::clock::duration_ms(state.settings.queue.max_age);
     let row = state
         .store
-        .retry(&id, max_age)
+        .retry(id.as_str(), max_age)
         .await
         .map_err(not_found(&id))?;
     tracing::info!(message_id = %id, instance = %row.instance, "re-queued by retry");
     if let Some(line) = state.lines.get(&row.instance) {
         line.wake.notify_one();
     }
-    Ok(Json(queued_view(&state, &row, None).await))
+    Ok(Json(queued_view(&state, &row, None).await?))
 }

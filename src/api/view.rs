@@ -1,20 +1,38 @@
 //! Turning stored rows into the API's message objects, with `position`, `eta` and
 //! `waitingFor` for queued cards computed from the live line state.
+//!
+//! The store hands over ids and states as text; they are parsed into [`MessageId`] and
+//! [`MessageState`] here, once, and a row that does not parse is an internal error
+//! (the store writes only ULIDs and the six states), never a guess.
 
 use serde_json::Value;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
+use crate::ids::MessageId;
 use crate::protocol::{HistoryEntry, MessageView};
+use crate::state::MessageState;
 use crate::store::{EventRow, MessageRow};
 
+/// A stored row's state, parsed.
+pub fn row_state(row: &MessageRow) -> Result<MessageState, ApiError> {
+    row.state
+        .parse()
+        .map_err(|e| ApiError::Internal(format!("message {}: stored {e}", row.id)))
+}
+
 /// The plain view of a row (no queue position).
-pub fn message_view(row: &MessageRow) -> MessageView {
+pub fn message_view(row: &MessageRow) -> Result<MessageView, ApiError> {
     let body: Value = serde_json::from_str(&row.body).unwrap_or(Value::Null);
-    MessageView {
-        id: row.id.clone(),
+    let id: MessageId = row
+        .id
+        .parse()
+        .map_err(|e| ApiError::Internal(format!("stored {e}")))?;
+    Ok(MessageView {
+        id,
         instance: row.instance.clone(),
-        state: row.state.clone(),
+        state: row_state(row)?,
         chat_id: row.chat_id.clone(),
         contact: body.get("contact").cloned().unwrap_or(Value::Null),
         quoted_message_id: body
@@ -36,7 +54,7 @@ pub fn message_view(row: &MessageRow) -> MessageView {
         warning: None,
         warnings: None,
         history: None,
-    }
+    })
 }
 
 /// The view with `position`, `eta`, `waitingFor` (and the expiry warning) for a queued
@@ -45,8 +63,8 @@ pub async fn queued_view(
     state: &AppState,
     row: &MessageRow,
     known_position: Option<i64>,
-) -> MessageView {
-    if row.state != "queued" {
+) -> Result<MessageView, ApiError> {
+    if row_state(row)? != MessageState::Queued {
         return message_view(row);
     }
     let Some(line) = state.lines.get(&row.instance) else {
@@ -69,9 +87,9 @@ pub fn fresh_views(
     state: &AppState,
     rows: &[MessageRow],
     positions: impl Iterator<Item = i64>,
-) -> Vec<MessageView> {
+) -> Result<Vec<MessageView>, ApiError> {
     let Some(first) = rows.first() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let Some(line) = state.lines.get(&first.instance) else {
         return rows.iter().map(message_view).collect();
@@ -80,7 +98,7 @@ pub fn fresh_views(
     rows.iter()
         .zip(positions)
         .map(|(row, position)| {
-            if row.state == "queued" {
+            if row_state(row)? == MessageState::Queued {
                 line.view(row, position)
             } else {
                 message_view(row)
@@ -113,15 +131,15 @@ impl LineView {
         }
     }
 
-    fn view(&self, row: &MessageRow, position: i64) -> MessageView {
-        let mut view = message_view(row);
+    fn view(&self, row: &MessageRow, position: i64) -> Result<MessageView, ApiError> {
+        let mut view = message_view(row)?;
         view.position = Some(position);
         // A held chat's card steps aside: no eta until its hold ends (or `resume`),
         // unless the whole line is held, which says more.
         if let (Some(&until), Some(_)) = (self.chat_holds.get(&row.chat_id), self.start) {
             view.waiting_for = Some(crate::lines::chat_hold_text(&row.chat_id, until));
             view.eta = Some(None);
-            return view;
+            return Ok(view);
         }
         view.waiting_for = Some(self.waiting_for.clone());
         match self.start {
@@ -135,7 +153,7 @@ impl LineView {
                 }
             }
         }
-        view
+        Ok(view)
     }
 }
 

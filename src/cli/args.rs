@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::state::MessageState;
+
 /// A persistent outbound send-queue daemon for the Green API `sendContact` method.
 #[derive(Debug, Parser)]
 #[command(name = "contactq", version, about)]
@@ -164,8 +166,8 @@ pub struct ListArgs {
     #[arg(long, value_name = "NAME", value_parser = non_empty())]
     pub instance: Option<String>,
     /// Only messages in this state.
-    #[arg(long, value_enum)]
-    pub state: Option<State>,
+    #[arg(long, value_name = "STATE", value_parser = message_state())]
+    pub state: Option<MessageState>,
     /// At most this many messages, 1 to 1000 (default 50).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
     pub limit: Option<u32>,
@@ -230,29 +232,12 @@ pub struct InstanceArgs {
     pub socket: SocketArg,
 }
 
-/// Message states (docs/api.md §5), for `list --state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum State {
-    Queued,
-    Sending,
-    Sent,
-    Failed,
-    Expired,
-    Cancelled,
-}
-
-impl State {
-    /// The state's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Sending => "sending",
-            State::Sent => "sent",
-            State::Failed => "failed",
-            State::Expired => "expired",
-            State::Cancelled => "cancelled",
-        }
-    }
+/// `list --state`: one of the message states (docs/api.md §5), the domain's own enum;
+/// help and completions list the wire names.
+fn message_state() -> impl clap::builder::TypedValueParser<Value = MessageState> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(MessageState::names())
+        .map(|name| name.parse::<MessageState>().expect("a listed state parses"))
 }
 
 /// The shells `completions` supports.

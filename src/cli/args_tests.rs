@@ -77,7 +77,7 @@ fn socket_is_global_and_list_filters_parse() {
     let Command::List(list) = cli.command else {
         panic!("not list")
     };
-    assert_eq!(list.state, Some(State::Failed));
+    assert_eq!(list.state, Some(MessageState::Failed));
     assert_eq!(list.limit, Some(5));
 }
 

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 
 use crate::protocol::{BatchAccepted, MessageList, MessageView, PauseState, StatusView};
+use crate::state::MessageState;
 
 use super::args::{IdArgs, InstanceArgs, ListArgs, SendArgs, StatusArgs};
 use super::client::{encode, ApiRequest, ApiResponse, Client};
@@ -274,7 +275,7 @@ pub async fn cancel(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
                 NotFound::Message(&args.id),
             )?;
             let state = parse::<MessageView>(&current).map(|m| m.state);
-            if state.as_deref().ok() != Some("cancelled") {
+            if state.ok() != Some(MessageState::Cancelled) {
                 return Err(err);
             }
             if args.output.json {

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::protocol::{HistoryEntry, InstanceStatus, MessageList, MessageView, StatusView};
+use crate::state::MessageState;
 
 use super::table::{
-    ago, humanize_secs, paint, state_color, truncate, until, Cell, Table, GREEN, RED, YELLOW,
+    ago, authorization_color, humanize_secs, paint, state_color, truncate, until, Cell, Table, RED,
 };
 
 /// How wide a free-text column (last error) may grow in a table.
@@ -68,14 +69,12 @@ pub fn status(
 const NAME_WIDTH: usize = 16;
 
 fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
-    let auth_color = match i.authorization.as_str() {
-        "authorized" => Some(GREEN),
-        "blocked" | "yellowCard" => Some(RED),
-        _ => Some(YELLOW),
-    };
     vec![
         truncate(&i.name, NAME_WIDTH).into(),
-        Cell::colored(i.authorization.clone(), auth_color),
+        Cell::colored(
+            i.authorization.to_string(),
+            authorization_color(&i.authorization),
+        ),
         i.queued.to_string().into(),
         i.sent.to_string().into(),
         Cell::colored(i.failed.to_string(), Some(RED).filter(|_| i.failed > 0)),
@@ -95,13 +94,13 @@ fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
     const INDENT: &str = "  ";
     let room = width.saturating_sub(INDENT.len());
     let counts: Vec<String> = [
-        ("sending", i.sending),
-        ("expired", i.expired),
-        ("cancelled", i.cancelled),
+        (MessageState::Sending, i.sending),
+        (MessageState::Expired, i.expired),
+        (MessageState::Cancelled, i.cancelled),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
-    .map(|(name, n)| format!("{name} {n}"))
+    .map(|(state, n)| format!("{state} {n}"))
     .collect();
     let held = match (&i.held, i.paused) {
         (Some(reason), _) => Some(format!("held: {reason}")),
@@ -166,9 +165,9 @@ fn message_row(m: &MessageView, now: DateTime<Utc>) -> Vec<Cell> {
         .or_else(|| m.last_error.as_deref().map(|e| truncate(e, TEXT_WIDTH)))
         .or_else(|| m.waiting_for.clone());
     vec![
-        m.id.clone().into(),
+        m.id.to_string().into(),
         m.instance.clone().into(),
-        Cell::colored(m.state.clone(), state_color(&m.state)),
+        Cell::colored(m.state.as_str(), state_color(m.state)),
         m.chat_id.clone().into(),
         phone(&m.contact).into(),
         truncate(&contact_name(&m.contact), 32).into(),
@@ -182,9 +181,12 @@ fn message_row(m: &MessageView, now: DateTime<Utc>) -> Vec<Cell> {
 pub fn message_detail(out: &mut dyn Write, m: &MessageView, color: bool) -> io::Result<()> {
     let name = contact_name(&m.contact);
     let mut lines: Vec<(&str, String)> = vec![
-        ("id", m.id.clone()),
+        ("id", m.id.to_string()),
         ("instance", m.instance.clone()),
-        ("state", paint(&m.state, state_color(&m.state), color)),
+        (
+            "state",
+            paint(m.state.as_str(), state_color(m.state), color),
+        ),
         ("chatId", m.chat_id.clone()),
         ("phone", phone(&m.contact)),
         ("name", if name.is_empty() { "-".into() } else { name }),

@@ -5,6 +5,8 @@ use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
 
+use crate::state::{Authorization, MessageState};
+
 /// ANSI colours used for state names (only when stdout is a terminal).
 pub const GREEN: &str = "\x1b[32m";
 pub const YELLOW: &str = "\x1b[33m";
@@ -129,16 +131,25 @@ impl Table {
 }
 
 /// The colour of a message state's name.
-pub fn state_color(state: &str) -> Option<&'static str> {
-    match state {
-        "sent" => Some(GREEN),
-        "queued" => Some(YELLOW),
-        "sending" => Some(CYAN),
-        "failed" => Some(RED),
-        "expired" => Some(MAGENTA),
-        "cancelled" => Some(DIM),
-        _ => None,
-    }
+pub fn state_color(state: MessageState) -> Option<&'static str> {
+    Some(match state {
+        MessageState::Sent => GREEN,
+        MessageState::Queued => YELLOW,
+        MessageState::Sending => CYAN,
+        MessageState::Failed => RED,
+        MessageState::Expired => MAGENTA,
+        MessageState::Cancelled => DIM,
+    })
+}
+
+/// The colour of an authorization: green only for `authorized`, red for the states
+/// that need the account owner (blocked, yellow card), yellow for the rest.
+pub fn authorization_color(state: &Authorization) -> Option<&'static str> {
+    Some(match state {
+        Authorization::Authorized => GREEN,
+        Authorization::Blocked | Authorization::YellowCard => RED,
+        _ => YELLOW,
+    })
 }
 
 /// `state` wrapped in its colour, for key: value output.
@@ -233,12 +244,12 @@ mod tests {
         let mut table = Table::new(vec!["ID", "STATE", "X"]);
         table.push(vec![
             "a".into(),
-            Cell::colored("sent", state_color("sent")),
+            Cell::colored("sent", state_color(MessageState::Sent)),
             "1".into(),
         ]);
         table.push(vec![
             "long-id".into(),
-            Cell::colored("queued", state_color("queued")),
+            Cell::colored("queued", state_color(MessageState::Queued)),
             "22".into(),
         ]);
         let mut plain = Vec::new();

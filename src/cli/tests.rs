@@ -61,7 +61,9 @@ async fn enqueue(
         ),
         _ => (
             StatusCode::ACCEPTED,
-            Json(json!({"messages":[message("01B1"), message("01B2")]})),
+            Json(
+                json!({"messages":[message("01JD3W00000000000000000B01"), message("01JD3W00000000000000000B02")]}),
+            ),
         ),
     }
 }
@@ -228,7 +230,10 @@ async fn an_ndjson_file_goes_to_the_batch_endpoint() {
     std::fs::write(&file, format!("{}\n{}\n", cards[0], cards[1])).unwrap();
     let (result, out) = run(&socket, &["send", "-f", file.to_str().unwrap()]).await;
     result.unwrap();
-    assert_eq!(out, "01B1\n01B2\n");
+    assert_eq!(
+        out,
+        "01JD3W00000000000000000B01\n01JD3W00000000000000000B02\n"
+    );
     let (path, _, body) = seen.lock().unwrap()[0].clone();
     assert_eq!(path, "/v1/instances/main/sendContact:batch");
     assert_eq!(body, json!(cards));

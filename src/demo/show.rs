@@ -14,6 +14,7 @@ use super::{fetch, DemoError, HOLD, INSTANCE};
 use crate::cli::client::{ApiRequest, Client};
 use crate::protocol::{InstanceStatus, MessageList, MessageView, StatusView};
 use crate::sandbox::Sandbox;
+use crate::state::{Authorization, MessageState};
 
 /// How often the progress view asks the daemon for its status.
 const POLL: Duration = Duration::from_millis(200);
@@ -35,7 +36,7 @@ pub async fn hold(client: &Client, queued: &[Queued]) -> Result<(), DemoError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let status = instance_status(client).await?;
-        if status.authorization != "unknown" || Instant::now() >= deadline {
+        if status.authorization != Authorization::Unknown || Instant::now() >= deadline {
             break status;
         }
         tokio::time::sleep(POLL).await;
@@ -92,7 +93,7 @@ pub async fn drain(client: &Client, sandbox: &Sandbox, total: usize) -> Result<(
     let mut last_key = None;
     loop {
         if !authorized && Instant::now() >= authorize_at {
-            sandbox.set_state(None, "authorized");
+            sandbox.set_state(None, Authorization::Authorized);
             authorized = true;
             note("  sandbox: the instance is authorized now (as if its QR code had been scanned)")?;
         }
@@ -171,7 +172,7 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
         "ID MESSAGE",
         "EXAMPLE",
     ];
-    let mut rows: Vec<[String; 7]> = Vec::new();
+    let mut rows: Vec<(MessageState, [String; 7])> = Vec::new();
     // The API lists newest first; the story reads oldest first.
     for m in list.messages.iter().rev() {
         let label = queued
@@ -183,18 +184,21 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
             .clone()
             .or_else(|| m.last_error.clone())
             .unwrap_or_else(|| "-".into());
-        rows.push([
-            m.id.clone(),
-            m.state.clone(),
-            m.chat_id.clone(),
-            m.contact["phoneContact"].to_string(),
-            name(&m.contact),
-            outcome,
-            label.to_string(),
-        ]);
+        rows.push((
+            m.state,
+            [
+                m.id.to_string(),
+                m.state.to_string(),
+                m.chat_id.clone(),
+                m.contact["phoneContact"].to_string(),
+                name(&m.contact),
+                outcome,
+                label.to_string(),
+            ],
+        ));
     }
     let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    for (_, row) in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -211,16 +215,19 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
         say!("{}", out.trim_end())
     };
     line(header, None)?;
-    for row in &rows {
-        let code = match row[1].as_str() {
-            "sent" => "\x1b[32m",
-            "queued" | "sending" => "\x1b[33m",
+    for (state, row) in &rows {
+        let code = match state {
+            MessageState::Sent => "\x1b[32m",
+            MessageState::Queued | MessageState::Sending => "\x1b[33m",
             _ => "\x1b[31m",
         };
         let cells = row.each_ref().map(String::as_str);
         line(cells, Some(code).filter(|_| color))?;
     }
-    let sent = rows.iter().filter(|r| r[1] == "sent").count();
+    let sent = rows
+        .iter()
+        .filter(|(state, _)| *state == MessageState::Sent)
+        .count();
     say!(
         "  {sent} of {} cards sent, each with the idMessage the API returned; the invalid ones were never stored",
         rows.len()

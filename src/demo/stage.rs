@@ -36,7 +36,7 @@ impl Stage {
         say!("contactq demo: working in {}", dir.path().display())?;
 
         let options = SandboxOptions {
-            state: "notAuthorized".into(),
+            state: crate::state::Authorization::NotAuthorized,
             ..SandboxOptions::default()
         };
         let addr = "127.0.0.1:0".parse().map_err(|e| DemoError::Io {

@@ -38,6 +38,7 @@ use crate::clock::{duration_ms, remaining_ms, SharedClock};
 use crate::config::{InstanceSettings, QueueSettings};
 use crate::lines::{refused_text, Hold, Line};
 use crate::shutdown::Shutdown;
+use crate::state::{Authorization, MessageState};
 use crate::store::{InstanceRow, MessageRow, SendOutcomeRecord, Store, StoreError};
 use crate::upstream::{GreenApi, SendOutcome, StateError};
 
@@ -416,7 +417,7 @@ impl Drain {
             started.elapsed(),
         );
         match answer {
-            Ok(state) if state == "authorized" => {
+            Ok(state) if state.is_authorized() => {
                 if !self.authorized {
                     tracing::info!(instance = %self.name, "instance authorized");
                 }
@@ -431,6 +432,9 @@ impl Drain {
                 None
             }
             Ok(state) => {
+                if let Authorization::Other(text) = &state {
+                    tracing::warn!(instance = %self.name, state = %text, "the API reported a stateInstance contactq does not know; holding the line as for any state but authorized");
+                }
                 tracing::info!(instance = %self.name, state = %state, "instance not authorized; holding the line");
                 self.authorized = false;
                 let since = match self.line.status().hold {
@@ -547,11 +551,11 @@ impl Drain {
                     s.last_error = None;
                     s.hold = None;
                 });
-                crate::metrics::ended(&self.name, "sent");
+                crate::metrics::ended(&self.name, MessageState::Sent);
                 (SendOutcomeRecord::Sent { id_message }, Outcome::Progress)
             }
             SendOutcome::Rejected { status, error } => {
-                crate::metrics::ended(&self.name, "failed");
+                crate::metrics::ended(&self.name, MessageState::Failed);
                 self.line.update(|s| s.last_error = Some(error.clone()));
                 (
                     SendOutcomeRecord::Failed {
@@ -577,7 +581,7 @@ impl Drain {
                     _ => (
                         error,
                         Hold::NotAuthorized {
-                            state: "notAuthorized".into(),
+                            state: Authorization::NotAuthorized,
                             since_ms: now,
                         },
                     ),

@@ -227,7 +227,7 @@ impl Drain {
                 };
                 self.store.record_outcome(&card.id, &record, now).await?;
                 self.backoff.reset();
-                crate::metrics::ended(&self.name, "sent");
+                crate::metrics::ended(&self.name, crate::state::MessageState::Sent);
                 return Ok(Outcome::Progress);
             }
         }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::knobs::{DEFAULT_FAIL_STATUSES, STATES};
+use super::knobs::DEFAULT_FAIL_STATUSES;
 use super::types::SandboxOptions;
 use super::Sandbox;
+use crate::state::Authorization;
 
 /// Flags of `contactq sandbox`.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,8 +17,8 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "127.0.0.1:7880")]
     pub listen: SocketAddr,
     /// stateInstance every instance reports.
-    #[arg(long, default_value = "authorized", value_parser = clap::builder::PossibleValuesParser::new(STATES))]
-    pub state: String,
+    #[arg(long, default_value_t = Authorization::Authorized, value_parser = api_state())]
+    pub state: Authorization,
     /// Share of sendContact requests answered with a random failure (0.0-1.0).
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fail_rate: f64,
@@ -54,6 +55,13 @@ impl SandboxArgs {
             tokens: self.tokens.iter().cloned().collect::<HashMap<_, _>>(),
         }
     }
+}
+
+/// `--state`: one of the states the real API reports.
+fn api_state() -> impl clap::builder::TypedValueParser<Value = Authorization> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Authorization::api_names())
+        .map(|name| Authorization::parse(&name))
 }
 
 /// Serves until Ctrl-C or SIGTERM; prints `sandbox listening on http://…` once bound.
@@ -124,7 +132,7 @@ mod tests {
         ])
         .expect("valid flags");
         let o = cli.args.options();
-        assert_eq!(o.state, "notAuthorized");
+        assert_eq!(o.state, Authorization::NotAuthorized);
         assert_eq!(o.fail_statuses, vec![500, 466]);
         assert_eq!(o.latency, Duration::from_millis(200));
         assert_eq!(o.delay_send_ms, 5000);

@@ -13,16 +13,17 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::knobs::{KnobPatch, STATES};
+use super::knobs::KnobPatch;
 use super::types::ScriptStep;
 use super::world::Shared;
+use crate::state::Authorization;
 
 /// Why a steering request was refused (answered 400 `{"error": …}`).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("unknown state '{0}' (one of: authorized, notAuthorized, starting, yellowCard, blocked, sleepMode, suspended)")]
+    #[error("unknown state '{0}' (one of: {names})", names = Authorization::api_names().join(", "))]
     State(String),
     #[error("failRate must be between 0 and 1, got {0}")]
     FailRate(f64),
@@ -92,8 +93,8 @@ struct ControlRequest {
 /// Checks a patch before it is applied, so a typo cannot half-apply.
 pub fn check_patch(patch: &KnobPatch) -> Result<(), ControlError> {
     if let Some(state) = &patch.state {
-        if !STATES.contains(&state.as_str()) {
-            return Err(ControlError::State(state.clone()));
+        if !state.is_api_state() {
+            return Err(ControlError::State(state.to_string()));
         }
     }
     if let Some(rate) = patch.fail_rate {
@@ -257,8 +258,8 @@ struct TypedRequest {
 /// sent. Answers its `idMessage`.
 pub async fn typed(State(world): State<Shared>, body: Bytes) -> Result<Json<Value>, ControlError> {
     let req: TypedRequest = serde_json::from_slice(&body)?;
-    let card = crate::contact::Card::parse_json(req.body.to_string().as_bytes())
-        .map_err(|e| ControlError::Card(e.to_string()))?;
+    let card = super::validate::send_contact(req.body.to_string().as_bytes())
+        .map_err(ControlError::Card)?;
     let at = req.at_ms.unwrap_or_else(super::world::now_ms);
     let id_message = world.lock().typed_on_phone(&req.instance, card, at);
     Ok(Json(json!({ "idMessage": id_message })))

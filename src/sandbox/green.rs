@@ -25,6 +25,7 @@ use super::replies;
 use super::types::ScriptStep;
 use super::validate;
 use super::world::{now_ms, Shared};
+use crate::state::Authorization;
 
 const METHODS: [&str; 5] = [
     "sendContact",
@@ -164,11 +165,11 @@ fn answer_normally(world: &Shared, id: &str, knobs: &Knobs, path: &str, body: &[
     };
     // The real API queues cards for 24 h while unauthorized; these two answers are
     // what it gives meanwhile on some paths, and what the daemon must wait through.
-    match knobs.state.as_str() {
-        "notAuthorized" => {
+    match knobs.state {
+        Authorization::NotAuthorized => {
             return replies::nest_error(400, path, "instance account not authorized")
         }
-        "starting" => {
+        Authorization::Starting => {
             return replies::nest_error(400, path, "instance in starting process try later")
         }
         _ => {}

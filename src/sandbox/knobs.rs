@@ -8,16 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The `stateInstance` values the real API reports.
-pub const STATES: [&str; 7] = [
-    "authorized",
-    "notAuthorized",
-    "starting",
-    "yellowCard",
-    "blocked",
-    "sleepMode",
-    "suspended",
-];
+use crate::state::Authorization;
 
 /// The statuses a random failure picks from when none were configured.
 pub const DEFAULT_FAIL_STATUSES: [u16; 3] = [429, 500, 502];
@@ -25,7 +16,8 @@ pub const DEFAULT_FAIL_STATUSES: [u16; 3] = [429, 500, 502];
 /// The complete behaviour of one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knobs {
-    pub state: String,
+    /// One of [`Authorization::API_STATES`] (a patch is checked before it applies).
+    pub state: Authorization,
     pub fail_rate: f64,
     pub fail_statuses: Vec<u16>,
     pub retry_after_seconds: Option<u64>,
@@ -59,7 +51,7 @@ pub struct Knobs {
 impl Default for Knobs {
     fn default() -> Self {
         Self {
-            state: "authorized".to_owned(),
+            state: Authorization::Authorized,
             fail_rate: 0.0,
             fail_statuses: DEFAULT_FAIL_STATUSES.to_vec(),
             retry_after_seconds: None,
@@ -140,7 +132,7 @@ impl Knobs {
     /// The real service sends only while authorized: on a yellow card, blocked or
     /// logged out it keeps taking sends into its queue and sends none of them.
     pub fn drains(&self) -> bool {
-        self.state == "authorized"
+        self.state.is_authorized()
     }
 
     /// The JSON view shown by `GET /sandbox/control`.
@@ -169,7 +161,7 @@ impl Knobs {
 #[serde(rename_all = "camelCase")]
 pub struct KnobPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<Authorization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -41,9 +41,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use cli::{run, SandboxArgs};
-pub use knobs::{KnobPatch, STATES};
+pub use knobs::KnobPatch;
 pub use types::{ReceivedCard, SandboxOptions, ScriptStep};
 
+use crate::state::Authorization;
 use conn::{ConnHandle, CuttableListener};
 use knobs::Knobs;
 use world::{now_ms, Shared, World};
@@ -114,11 +115,11 @@ impl Sandbox {
     }
 
     /// Sets `stateInstance` for one instance, or the default for all (`None`).
-    pub fn set_state(&self, instance: Option<&str>, state: &str) {
+    pub fn set_state(&self, instance: Option<&str>, state: impl Into<Authorization>) {
         self.patch(
             instance,
             KnobPatch {
-                state: Some(state.to_owned()),
+                state: Some(state.into()),
                 ..KnobPatch::default()
             },
         );
@@ -191,7 +192,7 @@ impl Sandbox {
         body: &serde_json::Value,
         at_ms: i64,
     ) -> Option<String> {
-        let card = crate::contact::Card::parse_json(body.to_string().as_bytes()).ok()?;
+        let card = validate::send_contact(body.to_string().as_bytes()).ok()?;
         Some(
             self.inner
                 .world

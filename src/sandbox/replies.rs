@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::contact::Card;
+use super::validate::Card;
 
 /// `{"statusCode":…,"timestamp":…,"path":…,"message":…}` as the API's NestJS layer
 /// answers; `path` is the request path with the token in it, as the real API does.

@@ -154,6 +154,21 @@ async fn control_endpoint_steers_one_instance_or_all() {
         let body: Value = resp.json().await.expect("json");
         assert!(body["error"].is_string());
     }
+    // `unknown` is contactq's word for "not asked yet", not a state the API answers.
+    for bad in ["sleeping", "unknown", "Authorized"] {
+        let resp = c
+            .post(&control)
+            .json(&json!({ "state": bad }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(
+            body["error"],
+            format!("unknown state '{bad}' (one of: authorized, notAuthorized, starting, yellowCard, blocked, sleepMode, suspended)")
+        );
+    }
     let all = json!({"failRate": 1.0, "failStatuses": [500], "rateLimits": true});
     assert_eq!(
         c.post(&control)

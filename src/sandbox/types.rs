@@ -8,13 +8,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::knobs::DEFAULT_FAIL_STATUSES;
+use crate::state::Authorization;
 
 /// How a sandbox starts; every instance begins with these (see `POST /sandbox/control`
 /// to change them later).
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
-    /// `stateInstance` of every instance: "authorized" by default.
-    pub state: String,
+    /// `stateInstance` of every instance: `authorized` by default.
+    pub state: Authorization,
     /// The real API's per-instance request limits (answered with 429); on by default.
     pub rate_limits: bool,
     /// Slept before every Green API answer.
@@ -34,7 +35,7 @@ pub struct SandboxOptions {
 impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
-            state: "authorized".to_owned(),
+            state: Authorization::Authorized,
             rate_limits: true,
             latency: Duration::ZERO,
             fail_rate: 0.0,

@@ -14,7 +14,7 @@ use super::knobs::{KnobPatch, Knobs};
 use super::limits::Limits;
 use super::replies::journal_entry;
 use super::types::{ReceivedCard, ScriptStep};
-use crate::contact::Card;
+use super::validate::Card;
 
 /// The real service keeps an unsent message 24 hours, then drops it.
 const QUEUE_KEEP_MS: i64 = 24 * 3600 * 1000;
