@@ -8,11 +8,8 @@
 //! module; the sandbox has its own, independent validator. It imports nothing else of
 //! ours.
 //!
-//! A [`Card`] (and its [`Contact`]) can only come out of [`Card::parse`]: the fields are
-//! read through accessors, and no constructor skips the rules. The exceptions, for now:
-//! `chat_id` and `contact` (and `Contact::phone_contact`) stay readable as fields because
-//! `src/store` reads them so; they become private when the store reads the accessors.
-//! Even so, no code outside this file can build a card (the `sealed` field).
+//! A [`Card`] (and its [`Contact`]) can only come out of [`Card::parse`]: every field is
+//! private and read through accessors, and no constructor skips the rules.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -46,18 +43,11 @@ impl ValidationError {
     }
 }
 
-/// Only this module can make one: a struct with a field of this type cannot be written
-/// as a literal elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sealed;
-
 /// The contact object of a card, with the phone as a number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
-    /// Read it with [`Contact::phone`]; a field only while `src/store` reads it so.
-    #[doc(hidden)]
-    pub phone_contact: u64,
+    phone_contact: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,8 +56,6 @@ pub struct Contact {
     last_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     company: Option<String>,
-    #[serde(skip)]
-    sealed: Sealed,
 }
 
 impl Contact {
@@ -98,18 +86,12 @@ impl Contact {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Card {
-    /// Read it with [`Card::chat_id`]; a field only while `src/store` reads it so.
-    #[doc(hidden)]
-    pub chat_id: String,
-    /// Read it with [`Card::contact`]; a field only while `src/store` reads it so.
-    #[doc(hidden)]
-    pub contact: Contact,
+    chat_id: String,
+    contact: Contact,
     #[serde(skip_serializing_if = "Option::is_none")]
     quoted_message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     typing_time: Option<i64>,
-    #[serde(skip)]
-    sealed: Sealed,
 }
 
 impl Card {
@@ -167,7 +149,6 @@ impl Card {
             contact,
             quoted_message_id,
             typing_time,
-            sealed: Sealed,
         })
     }
 
@@ -264,7 +245,6 @@ fn parse_contact(value: Option<&Value>) -> Result<Contact, ValidationError> {
         middle_name,
         last_name,
         company,
-        sealed: Sealed,
     })
 }
 

@@ -192,7 +192,7 @@ impl SqliteStore {
         let bytes = request
             .cards
             .iter()
-            .map(|c| c.chat_id.len() + 200)
+            .map(|c| c.chat_id().len() + 200)
             .sum::<usize>();
         self.check_room(bytes).await?;
         self.writer.enqueue(request).await
