@@ -9,7 +9,6 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::events::INSERT_EVENT_BY_SEQ;
 use super::rows::{self, ONE_MESSAGE};
 use crate::contact::Card;
 use crate::store::error::{Cause, StoreError};
@@ -94,7 +93,7 @@ fn plan_job(
 
 fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_ROW)?;
-    let mut event = tx.prepare_cached(INSERT_EVENT_BY_SEQ)?;
+    // No `enqueued` event row: the history reads it from the card's own row.
     for r in rows {
         insert.execute(params![
             r.id,
@@ -107,12 +106,6 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreErr
             r.peer_uid,
             r.enqueued_at,
             r.expires_at
-        ])?;
-        event.execute(params![
-            tx.last_insert_rowid(),
-            r.enqueued_at,
-            "enqueued",
-            None::<&str>
         ])?;
     }
     Ok(())
