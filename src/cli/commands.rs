@@ -312,17 +312,31 @@ pub async fn retry(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `contactq pause NAME` (`resume == false`) and `contactq resume NAME`.
-pub async fn pause(ctx: &mut Ctx<'_>, args: &InstanceArgs, resume: bool) -> Result<(), CliError> {
-    let verb = if resume { "resume" } else { "pause" };
-    let path = format!("/v1/instances/{}/{verb}", encode(&args.name));
+/// `POST /v1/instances/NAME/ACTION`; with `--json` the answer is printed as it came and
+/// None returned, else the answer is handed back for the command's own line.
+async fn instance_action(
+    ctx: &mut Ctx<'_>,
+    args: &InstanceArgs,
+    action: &str,
+) -> Result<Option<ApiResponse>, CliError> {
+    let path = format!("/v1/instances/{}/{action}", encode(&args.name));
     let response = check(
         ctx.client.send(ApiRequest::post(path, None)).await?,
         NotFound::Instance,
     )?;
     if args.output.json {
-        return Ok(display::raw_json(ctx.out, &response.body)?);
+        display::raw_json(ctx.out, &response.body)?;
+        return Ok(None);
     }
+    Ok(Some(response))
+}
+
+/// `contactq pause NAME` (`resume == false`) and `contactq resume NAME`.
+pub async fn pause(ctx: &mut Ctx<'_>, args: &InstanceArgs, resume: bool) -> Result<(), CliError> {
+    let verb = if resume { "resume" } else { "pause" };
+    let Some(response) = instance_action(ctx, args, verb).await? else {
+        return Ok(());
+    };
     let paused = parse::<PauseState>(&response).map_or(!resume, |s| s.paused);
     let word = if paused { "paused" } else { "resumed" };
     Ok(writeln!(ctx.out, "{word} {}", args.name)?)
@@ -330,13 +344,8 @@ pub async fn pause(ctx: &mut Ctx<'_>, args: &InstanceArgs, resume: bool) -> Resu
 
 /// `contactq flush NAME`: the drain asks the state now and ends any back-off.
 pub async fn flush(ctx: &mut Ctx<'_>, args: &InstanceArgs) -> Result<(), CliError> {
-    let path = format!("/v1/instances/{}/flush", encode(&args.name));
-    let response = check(
-        ctx.client.send(ApiRequest::post(path, None)).await?,
-        NotFound::Instance,
-    )?;
-    if args.output.json {
-        return Ok(display::raw_json(ctx.out, &response.body)?);
+    if instance_action(ctx, args, "flush").await?.is_none() {
+        return Ok(());
     }
     Ok(writeln!(
         ctx.out,
