@@ -13,6 +13,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const ULID_LEN: usize = 26;
 /// Crockford's base-32 alphabet (no I, L, O, U), as ULIDs use it.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Which bytes are in [`CROCKFORD`]: an id is parsed on every answer that carries one,
+/// so the check is a table lookup, not a search of the alphabet.
+const IS_CROCKFORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < CROCKFORD.len() {
+        table[CROCKFORD[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// A message's id: a ULID in canonical upper-case form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,7 +51,7 @@ impl FromStr for MessageId {
         let bytes = canonical.as_bytes();
         let valid = bytes.len() == ULID_LEN
             && bytes[0] <= b'7'
-            && bytes.iter().all(|b| CROCKFORD.contains(b));
+            && bytes.iter().all(|&b| IS_CROCKFORD[b as usize]);
         if valid {
             Ok(MessageId(canonical))
         } else {

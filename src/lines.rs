@@ -99,6 +99,9 @@ pub struct Line {
     status: Mutex<LineStatus>,
     /// Rung after an enqueue, a pause, a resume, a retry or a flush.
     pub wake: Notify,
+    /// Set by `pause` and `resume` before they ring the bell: the stored instance row
+    /// changed, so the drain reads it again. An enqueue's bell alone reads nothing.
+    instance_changed: AtomicBool,
     /// Set by `flush` before it rings the bell: ask the state now, end any back-off.
     flush: AtomicBool,
     /// Set by `resume` before it rings the bell: the stored chat holds changed.
@@ -153,6 +156,17 @@ impl Line {
     pub fn take_holds_changed(&self) -> bool {
         self.holds_changed.swap(false, Ordering::SeqCst)
     }
+
+    /// The stored instance row changed (`pause`, `resume`): the drain reads it again
+    /// at its next step, even mid-drain. Call before ringing the bell.
+    pub fn instance_changed(&self) {
+        self.instance_changed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the stored instance row changed since the last call.
+    pub fn take_instance_changed(&self) -> bool {
+        self.instance_changed.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Every configured instance's line, by name.
@@ -178,6 +192,7 @@ impl Lines {
                         wake: Notify::new(),
                         flush: AtomicBool::new(false),
                         holds_changed: AtomicBool::new(true),
+                        instance_changed: AtomicBool::new(false),
                     };
                     (name.to_string(), Arc::new(line))
                 })

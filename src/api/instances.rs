@@ -35,6 +35,7 @@ async fn set_paused(
         .get(&name)
         .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
     state.store.set_paused(&name, paused).await?;
+    line.instance_changed();
     if !paused {
         // `resume` cleared the chat holds too.
         line.holds_changed();
@@ -58,6 +59,10 @@ pub async fn flush(
         .lines
         .get(&name)
         .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
+    // Every change is checked against the database files by the write thread after its
+    // commit; a flush writes nothing, so it checks them here: a daemon whose database
+    // is gone answers 503 rather than promise a drain.
+    state.store.verify_files()?;
     line.request_flush();
     tracing::info!(instance = %name, "flush asked");
     Ok(Json(FlushState {

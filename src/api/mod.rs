@@ -104,7 +104,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(instances::health))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::WrongMethod })
-        .layer(middleware::from_fn_with_state(state.clone(), files_intact))
         .with_state(state)
 }
 
@@ -119,20 +118,6 @@ async fn caller_first(State(state): State<AppState>, request: Request, next: Nex
     match state.authorize(&peer) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
-    }
-}
-
-/// A change answered as done must be in the database a restart reads: if the file was
-/// deleted or replaced while the request ran, the answer is 503 instead.
-async fn files_intact(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let reads_only = request.method() == axum::http::Method::GET;
-    let response = next.run(request).await;
-    if reads_only || !response.status().is_success() {
-        return response;
-    }
-    match state.store.verify_files() {
-        Ok(()) => response,
-        Err(lost) => ApiError::from(lost).into_response(),
     }
 }
 

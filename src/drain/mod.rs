@@ -192,7 +192,7 @@ impl Drain {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.line.wake.notified() => self.persisted = None,
+                _ = self.line.wake.notified() => {}
                 _ = shutdown.recv() => {}
             }
         }
@@ -236,22 +236,15 @@ impl Drain {
         self.check_in_flight = true;
     }
 
-    /// Whether the bell rang while the loop was busy (it is only awaited when idle):
-    /// a pause or resume must not wait for the line to run dry.
-    fn bell_rang(&self) -> bool {
-        let notified = self.line.wake.notified();
-        let mut notified = std::pin::pin!(notified);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        std::future::Future::poll(notified.as_mut(), &mut cx).is_ready()
-    }
-
     async fn step_inner(&mut self) -> Result<Outcome, StoreError> {
         let now = self.clock.mono_ms();
         let wall = self.clock.wall_ms();
         if self.line.take_flush() {
             self.flush_requested();
         }
-        if self.bell_rang() {
+        // A pause or resume is read at the next step, even mid-drain; an enqueue's
+        // bell changes nothing stored about the line, so it costs no read.
+        if self.line.take_instance_changed() {
             self.persisted = None;
         }
         // Chat holds are read at start and after `resume`, not after every bell.
