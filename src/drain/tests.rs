@@ -58,6 +58,7 @@ impl World {
                 idempotency_key: None,
                 peer_uid: None,
                 max_age_ms: 24 * HOUR_MS,
+                not_before: None,
             })
             .await
             .unwrap();
@@ -77,6 +78,7 @@ impl World {
             id_instance: "1101000001".into(),
             api_token: ApiToken::new("tok3n-SECRET-4242"),
             send_delay: SEND_DELAY,
+            quiet_hours: None,
         };
         World {
             _dir: dir,
