@@ -440,7 +440,7 @@ async fn list_filters_by_chat_id_and_phone() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids(&body), [a2.clone(), a1.clone()], "newest first");
     let (_, body) = d.get("/v1/messages?phone=79000000003").await;
-    assert_eq!(ids(&body), [b3.clone()]);
+    assert_eq!(ids(&body), vec![b3.clone()]);
     let (_, body) = d
         .get(&format!(
             "/v1/messages?chatId={}&phone=79000000003",
@@ -462,7 +462,7 @@ async fn list_filters_by_chat_id_and_phone() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ids(&listed), [b3.clone()]);
+    assert_eq!(ids(&listed), vec![b3]);
     let out = d
         .command()
         .args(["list", "--phone", "79000000001", "--json"])
