@@ -64,9 +64,16 @@ async fn a_card_due_later_does_not_go_before_it_and_holds_nobody_behind_it() {
         "{later}"
     );
     let later_id = later["id"].as_str().unwrap().to_string();
-    // The cards behind it go first; positions count only cards already due.
-    let (_, one) = d.enqueue(&card(1)).await;
-    let (_, two) = d.enqueue(&card(2)).await;
+    // The cards behind it go first; positions count only cards already due (one
+    // batch, so the drain cannot take card-1 before card-2's position is counted).
+    let (status, behind) = d
+        .post(
+            "/v1/instances/main/sendContact:batch",
+            &json!([card(1), card(2)]),
+        )
+        .await;
+    assert_eq!(status, 202, "{behind}");
+    let (one, two) = (&behind["messages"][0], &behind["messages"][1]);
     assert_eq!(one["position"], 1, "{one}");
     assert_eq!(two["position"], 2, "{two}");
     let two_id = two["id"].as_str().unwrap();
