@@ -99,6 +99,8 @@ pub struct InstanceSettings {
     pub id_instance: String,
     pub api_token: ApiToken,
     pub send_delay: Duration,
+    /// `quiet_hours` in `timezone`: nothing is sent inside the window.
+    pub quiet_hours: Option<crate::quiet::QuietHours>,
 }
 
 /// The whole, validated configuration.
@@ -158,6 +160,8 @@ struct RawInstance {
     api_token: Option<String>,
     api_token_file: Option<String>,
     send_delay: Option<String>,
+    quiet_hours: Option<String>,
+    timezone: Option<String>,
 }
 
 impl Settings {
@@ -389,13 +393,42 @@ fn instance_from_raw(name: &str, raw: RawInstance) -> Result<InstanceSettings, C
             "under 500ms is allowed only against a loopback sandbox (the Green API's minimum is 500ms)",
         ));
     }
+    let quiet_hours = quiet_hours(name, raw.quiet_hours, raw.timezone)?;
     Ok(InstanceSettings {
         name: name.to_string(),
         api_url,
         id_instance,
         api_token: ApiToken::new(api_token),
         send_delay,
+        quiet_hours,
     })
+}
+
+/// `quiet_hours = "22:00-08:00"` needs `timezone = "Europe/Moscow"` (an IANA name):
+/// a window without a zone would silently mean the server's. A zone alone is allowed
+/// (it says nothing without a window) but must still be a zone.
+fn quiet_hours(
+    name: &str,
+    window: Option<String>,
+    zone: Option<String>,
+) -> Result<Option<crate::quiet::QuietHours>, ConfigError> {
+    use crate::quiet::{QuietError, QuietHours};
+    let key = |k: &str| format!("instances.{name}.{k}");
+    let checked = |window: &str, zone: &str| {
+        QuietHours::parse(window, zone).map_err(|e| match e {
+            QuietError::Window(_) => key_error(key("quiet_hours"), e.to_string()),
+            QuietError::Zone(_) => key_error(key("timezone"), e.to_string()),
+        })
+    };
+    match (window, zone) {
+        (Some(window), Some(zone)) => checked(&window, &zone).map(Some),
+        (Some(_), None) => Err(key_error(
+            key("timezone"),
+            "missing: quiet_hours needs the IANA time zone it is read in, like \"Europe/Moscow\"",
+        )),
+        (None, Some(zone)) => checked("00:00-00:01", &zone).map(|_| None),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The levels a `log_level` directive may name.

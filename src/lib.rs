@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 mod notify;
 mod protocol;
+mod quiet;
 pub mod sandbox;
 mod shutdown;
 mod state;

@@ -1,6 +1,7 @@
 //! The live state of each instance's line: written by its drain loop, read by the API
-//! for `status`, `eta` and `waitingFor`, and a wake-up bell the API rings after an
-//! enqueue, a pause, a resume or a flush so the drain does not have to poll.
+//! for `status`, `eta` and `waitingFor` (with the instance's quiet hours, so both
+//! agree on when a card goes), and a wake-up bell the API rings after an enqueue, a
+//! pause, a resume or a flush so the drain does not have to poll.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::clock::format_time_of_day;
+use crate::quiet::QuietHours;
 use crate::state::Authorization;
 
 /// Why an instance's line is not sending right now.
@@ -25,6 +27,22 @@ pub enum Hold {
     /// The API answered 401 (the token) or 403 (the instance id): a configuration
     /// mistake, said as one rather than as a connection error.
     Refused { status: u16, instance: String },
+    /// Inside the instance's quiet hours (`window`, e.g. "22:00-08:00 Europe/Moscow"),
+    /// which end at `until_ms`.
+    Quiet { window: String, until_ms: i64 },
+}
+
+/// The `waitingFor` of a card whose `notBefore` is still ahead.
+pub fn not_before_text(due_ms: i64) -> String {
+    format!("notBefore {}", crate::clock::format_ms(due_ms))
+}
+
+/// The text of quiet hours that end at `until_ms`.
+pub fn quiet_text(window: &str, until_ms: i64) -> String {
+    format!(
+        "quiet hours ({window}) until {}",
+        format_time_of_day(until_ms)
+    )
 }
 
 /// What a 401 or 403 means, naming the key to fix.
@@ -48,7 +66,7 @@ pub fn chat_hold_text(chat_id: &str, until_ms: i64) -> String {
 impl Hold {
     /// Whether cards have no expected send time while this hold lasts.
     pub fn blocks_eta(&self) -> bool {
-        !matches!(self, Hold::BackOff { .. })
+        !matches!(self, Hold::BackOff { .. } | Hold::Quiet { .. })
     }
 
     /// The `waitingFor` text.
@@ -73,6 +91,7 @@ impl Hold {
                 )
             }
             Hold::Refused { status, instance } => refused_text(instance, *status),
+            Hold::Quiet { window, until_ms } => quiet_text(window, *until_ms),
         }
     }
 }
@@ -91,6 +110,8 @@ pub struct LineStatus {
     pub chat_holds: BTreeMap<String, i64>,
     /// The drain loop's last turn; the watchdog pings only while every one is recent.
     pub heartbeat: Option<std::time::Instant>,
+    /// The instance's quiet hours, if it has any (set by its drain at start).
+    pub quiet: Option<QuietHours>,
 }
 
 /// One instance's line.
@@ -106,19 +127,39 @@ pub struct Line {
     flush: AtomicBool,
     /// Set by `resume` before it rings the bell: the stored chat holds changed.
     holds_changed: AtomicBool,
+    /// Set by an enqueue with a `notBefore` ahead before it rings the bell: the drain
+    /// asks again when its first not-yet-due card comes due.
+    due_changed: AtomicBool,
 }
 
 impl LineStatus {
     /// When the first card in line is expected to go out: None while the line is held
     /// (paused, not authorized, quota); otherwise the later of the pacing slot, the end
-    /// of a back-off, and now.
+    /// of a back-off or of quiet hours, and now.
     pub fn first_send_at(&self, now: i64) -> Option<i64> {
         let paced = self.next_send_at.unwrap_or(now).max(now);
-        match &self.hold {
-            None => Some(paced),
-            Some(Hold::BackOff { until_ms, .. }) => Some(paced.max(*until_ms)),
-            Some(_) => None,
+        let start = match &self.hold {
+            None => paced,
+            Some(Hold::BackOff { until_ms, .. }) | Some(Hold::Quiet { until_ms, .. }) => {
+                paced.max(*until_ms)
+            }
+            Some(_) => return None,
+        };
+        Some(self.after_quiet(start, 0))
+    }
+
+    /// When a line that starts at `start` and has `work` ms of sends ahead reaches a
+    /// card, skipping the quiet hours on the way.
+    pub fn after_quiet(&self, start: i64, work: i64) -> i64 {
+        match &self.quiet {
+            Some(quiet) => quiet.eta(start, work),
+            None => start.saturating_add(work),
         }
+    }
+
+    /// If `now` is inside the quiet hours, when they end.
+    pub fn quiet_until(&self, now: i64) -> Option<i64> {
+        self.quiet.as_ref()?.end_if_inside(now)
     }
 }
 
@@ -167,6 +208,17 @@ impl Line {
     pub fn take_instance_changed(&self) -> bool {
         self.instance_changed.swap(false, Ordering::SeqCst)
     }
+
+    /// Cards with a `notBefore` ahead were enqueued: the drain reads again when the
+    /// first comes due. Call before ringing the bell.
+    pub fn due_changed(&self) {
+        self.due_changed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether such cards were enqueued since the last call.
+    pub fn take_due_changed(&self) -> bool {
+        self.due_changed.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Every configured instance's line, by name.
@@ -188,11 +240,13 @@ impl Lines {
                             send_delay_ms,
                             chat_holds: BTreeMap::new(),
                             heartbeat: None,
+                            quiet: None,
                         }),
                         wake: Notify::new(),
                         flush: AtomicBool::new(false),
                         holds_changed: AtomicBool::new(true),
                         instance_changed: AtomicBool::new(false),
+                        due_changed: AtomicBool::new(true),
                     };
                     (name.to_string(), Arc::new(line))
                 })

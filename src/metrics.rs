@@ -18,7 +18,14 @@ pub fn enqueued(instance: &str, n: u64) {
 }
 
 /// The reasons `contactq_held` can show: the `reason` label's values.
-pub const HOLD_REASONS: [&str; 5] = ["paused", "not_authorized", "back_off", "quota", "refused"];
+pub const HOLD_REASONS: [&str; 6] = [
+    "paused",
+    "not_authorized",
+    "back_off",
+    "quota",
+    "refused",
+    "quiet_hours",
+];
 
 /// Why a line is held, as the `reason` label of `contactq_held`.
 fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'static str> {
@@ -34,6 +41,7 @@ fn hold_reason(paused: bool, hold: Option<&crate::lines::Hold>) -> Option<&'stat
         Hold::Quota { .. } => Some("quota"),
         // The API refused the token (401) or the instance id (403).
         Hold::Refused { .. } => Some("refused"),
+        Hold::Quiet { .. } => Some("quiet_hours"),
     }
 }
 

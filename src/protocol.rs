@@ -26,6 +26,10 @@ pub struct MessageView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_at: Option<String>,
     pub expires_at: String,
+    /// The `notBefore` the enqueue asked for (absent if none): the card joined (or
+    /// joins) its line at max(enqueuedAt, notBefore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub id_message: Option<String>,
@@ -115,9 +119,24 @@ pub struct InstanceStatus {
     pub next_send_at: Option<String>,
     pub paused: bool,
     pub last_error: Option<String>,
-    /// Why the line is held, when it is (paused, quota, back-off, authorization).
+    /// Why the line is held, when it is (paused, quota, back-off, authorization,
+    /// quiet hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Of the `queued` cards, those whose `notBefore` is still ahead (not in line yet).
+    #[serde(default)]
+    pub scheduled: i64,
+    /// The instance's quiet hours, e.g. "22:00-08:00 Europe/Moscow" (absent if none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<String>,
+}
+
+/// `POST /v1/messages:cancel` and `:retry` answer: how many cards changed, and whether
+/// more match than one call takes (call again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub count: u64,
+    pub more: bool,
 }
 
 /// `POST /v1/instances/{name}/pause|resume` answer.

@@ -187,6 +187,7 @@ fn client_for(url: &str) -> GreenApi {
         id_instance: "1".into(),
         api_token: ApiToken::new("s3cr3t"),
         send_delay: Duration::ZERO,
+        quiet_hours: None,
     };
     GreenApi::new(
         &settings,

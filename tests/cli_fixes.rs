@@ -324,8 +324,9 @@ async fn client_commands_take_the_socket_before_or_after_the_command_or_from_the
 fn every_positional_has_help_text() {
     for (command, positional) in [
         (vec!["show"], "<ID>"),
-        (vec!["cancel"], "<ID>"),
-        (vec!["retry"], "<ID>"),
+        // Optional since `--all` may stand in for it.
+        (vec!["cancel"], "[ID]"),
+        (vec!["retry"], "[ID]"),
         (vec!["pause"], "<NAME>"),
         (vec!["resume"], "<NAME>"),
         (vec!["backup"], "<DEST>"),

@@ -67,6 +67,7 @@ async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
             idempotency_key: None,
             peer_uid: None,
             max_age_ms: 86_400_000,
+            not_before: None,
         })
         .await
         .unwrap();

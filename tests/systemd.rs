@@ -93,7 +93,9 @@ fn commented_out_example_keys_are_valid_too() {
             Some(rest)
                 if rest.starts_with("database =")
                     || rest.starts_with("metrics_listen =")
-                    || rest.starts_with("max_database_size =") =>
+                    || rest.starts_with("max_database_size =")
+                    || rest.starts_with("quiet_hours =")
+                    || rest.starts_with("timezone =") =>
             {
                 rest
             }
@@ -122,6 +124,11 @@ fn commented_out_example_keys_are_valid_too() {
         Some("127.0.0.1:9464".parse().expect("addr"))
     );
     assert_eq!(settings.daemon.max_database_pages, Some((1 << 30) / 4096));
+    let quiet = settings.instances["main"].quiet_hours.as_ref();
+    assert_eq!(
+        quiet.map(ToString::to_string).as_deref(),
+        Some("22:00-08:00 Europe/Moscow")
+    );
 }
 
 #[test]

@@ -3,13 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::view::{fresh_views, queued_view};
+use super::view::{fresh_views, not_due_views, queued_view};
 use super::{AppState, PeerCred};
 use crate::contact::{phone_warning, Card};
 use crate::protocol::{BatchAccepted, MessageView};
@@ -32,13 +32,20 @@ pub async fn send_contact(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let body = admit(&state, &name, body, MAX_BODY)?;
+    let not_before = not_before(&query)?;
     let value = parse_json(&body)?;
     let card = Card::parse(&value).map_err(|e| ApiError::bad_request(e.to_string(), e.detail))?;
-    let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, vec![card]).await?;
+    let asked = Asked {
+        peer: &peer,
+        headers: &headers,
+        not_before,
+    };
+    let (status, rows, queued) = enqueue(&state, &name, &asked, vec![card]).await?;
     let views = views(&state, &rows, queued).await?;
     let view = views
         .into_iter()
@@ -51,10 +58,12 @@ pub async fn send_contact_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let body = admit(&state, &name, body, MAX_BATCH_BODY)?;
+    let not_before = not_before(&query)?;
     let Some(items) = parse_batch(&body)? else {
         return Err(ApiError::bad_request(
             "Validation failed. Details: 'value' must be an array",
@@ -96,7 +105,12 @@ pub async fn send_contact_batch(
             details,
         ));
     }
-    let (status, rows, queued) = enqueue(&state, &name, &peer, &headers, cards).await?;
+    let asked = Asked {
+        peer: &peer,
+        headers: &headers,
+        not_before,
+    };
+    let (status, rows, queued) = enqueue(&state, &name, &asked, cards).await?;
     let messages = views(&state, &rows, queued).await?;
     Ok((status, Json(BatchAccepted { messages })))
 }
@@ -123,6 +137,32 @@ fn admit(
         return Err(ApiError::TooLarge(limit));
     }
     Ok(body)
+}
+
+/// The enqueue's query string: `notBefore` (docs/api.md §11) and nothing else.
+fn not_before(query: &[(String, String)]) -> Result<Option<i64>, ApiError> {
+    let mut found = None;
+    for (key, value) in query {
+        match key.as_str() {
+            "notBefore" => {
+                found = Some(super::params::not_before(value, crate::clock::now_ms())?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid query",
+                    format!("'{other}' is not allowed (the only query parameter is notBefore)"),
+                ))
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// What the caller asked besides the cards.
+struct Asked<'a> {
+    peer: &'a PeerCred,
+    headers: &'a HeaderMap,
+    not_before: Option<i64>,
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -179,11 +219,10 @@ fn invalid_json(e: serde_json::Error) -> ApiError {
 async fn enqueue(
     state: &AppState,
     name: &str,
-    peer: &PeerCred,
-    headers: &HeaderMap,
+    asked: &Asked<'_>,
     cards: Vec<Card>,
 ) -> Result<(StatusCode, Vec<MessageRow>, Option<i64>), ApiError> {
-    let idempotency_key = match headers.get("idempotency-key") {
+    let idempotency_key = match asked.headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let key = v
@@ -209,8 +248,9 @@ async fn enqueue(
             instance: name.to_string(),
             cards,
             idempotency_key,
-            peer_uid: peer.uid,
+            peer_uid: asked.peer.uid,
             max_age_ms: crate::clock::duration_ms(state.settings.queue.max_age),
+            not_before: asked.not_before,
         })
         .await?;
     crate::metrics::enqueue_latency(started.elapsed());
@@ -218,6 +258,9 @@ async fn enqueue(
         EnqueueOutcome::Created { rows, queued } => {
             crate::metrics::enqueued(name, rows.len() as u64);
             if let Some(line) = state.lines.get(name) {
+                if rows.iter().any(|r| r.due_at.is_some()) {
+                    line.due_changed();
+                }
                 line.wake.notify_one();
             }
             tracing::debug!(instance = name, cards = rows.len(), first = %rows[0].id, "enqueued");
@@ -258,6 +301,9 @@ async fn positioned_views(
     rows: &[MessageRow],
     queued: Option<i64>,
 ) -> Result<Vec<MessageView>, ApiError> {
+    if rows.first().is_some_and(MessageRow::not_yet_due) {
+        return not_due_views(state, rows).await;
+    }
     match queued {
         Some(q) => {
             let n = rows.len() as i64;

@@ -7,7 +7,7 @@ use axum::Json;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
-use crate::lines::LineStatus;
+use crate::lines::{quiet_text, LineStatus};
 use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
 use crate::state::MessageState;
 
@@ -78,11 +78,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
         let counts = state.store.counts(name).await?;
         let persisted = state.store.instance(name).await?;
         let live = line.status();
+        let quiet_now = match (&live.quiet, live.quiet_until(now)) {
+            (Some(quiet), Some(until)) => Some(quiet_text(&quiet.to_string(), until)),
+            _ => None,
+        };
         let held = if persisted.paused {
             Some("paused".to_string())
         } else {
-            live.hold.as_ref().map(|h| h.describe())
+            live.hold.as_ref().map(|h| h.describe()).or(quiet_now)
         };
+        let scheduled = counts.get("scheduled");
         // The store counts by its state text; the names come from the one enum.
         let count = |state: MessageState| counts.get(state.as_str());
         instances.push(InstanceStatus {
@@ -98,10 +103,17 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
                 .oldest_queued_at
                 .map(|at| ((now - at).max(0) as f64) / 1000.0),
             send_delay_ms: live.send_delay_ms,
-            next_send_at: next_send_at(&live, count(MessageState::Queued), persisted.paused, now),
+            next_send_at: next_send_at(
+                &live,
+                count(MessageState::Queued) - scheduled,
+                persisted.paused,
+                now,
+            ),
             paused: persisted.paused,
             last_error: live.last_error.clone(),
             held,
+            scheduled,
+            quiet_hours: live.quiet.as_ref().map(ToString::to_string),
         });
     }
     Ok(Json(StatusView {
@@ -111,7 +123,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
     }))
 }
 
-/// When the next card is expected to go: null with nothing queued or the line held.
+/// When the next card is expected to go: null with nothing due in line or the line
+/// held.
 fn next_send_at(live: &LineStatus, queued: i64, paused: bool, now: i64) -> Option<String> {
     if queued == 0 || paused {
         return None;

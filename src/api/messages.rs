@@ -1,4 +1,6 @@
 //! `GET /v1/messages[/{id}]`, `DELETE /v1/messages/{id}`, `POST /v1/messages/{id}/retry`.
+//! The list filters by instance, state, chat, phone and id prefix (the CLI finds a
+//! message by the start of its id that way).
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -51,6 +53,11 @@ pub struct ListQuery {
     state: Option<String>,
     limit: Option<String>,
     before: Option<String>,
+    #[serde(rename = "chatId")]
+    chat_id: Option<String>,
+    phone: Option<String>,
+    #[serde(rename = "idPrefix")]
+    id_prefix: Option<String>,
 }
 
 pub async fn list(
@@ -84,6 +91,13 @@ pub async fn list(
     let filter = ListFilter {
         instance: blank(q.instance),
         state: filter_state.map(|s| s.as_str().to_string()),
+        chat_id: blank(q.chat_id),
+        phone: blank(q.phone)
+            .map(|p| super::params::phone(&p))
+            .transpose()?,
+        id_prefix: blank(q.id_prefix)
+            .map(|p| super::params::id_prefix(&p))
+            .transpose()?,
         before: blank(q.before),
         limit,
     };

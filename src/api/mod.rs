@@ -5,11 +5,13 @@
 //! Green API.
 
 mod backup;
+mod bulk;
 mod conn;
 mod enqueue;
 mod error;
 mod instances;
 mod messages;
+mod params;
 mod view;
 
 use std::sync::Arc;
@@ -94,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances/{name}/resume", post(instances::resume))
         .route("/v1/instances/{name}/flush", post(instances::flush))
         .route("/v1/messages", get(messages::list))
+        .route("/v1/messages:cancel", post(bulk::cancel))
+        .route("/v1/messages:retry", post(bulk::retry))
         .route(
             "/v1/messages/{id}",
             get(messages::get).delete(messages::cancel),

@@ -1,5 +1,6 @@
 //! Turning stored rows into the API's message objects, with `position`, `eta` and
-//! `waitingFor` for queued cards computed from the live line state.
+//! `waitingFor` for queued cards computed from the live line state, the quiet hours
+//! and, for a card not yet due, its `notBefore`.
 //!
 //! The store hands over ids and states as text; they are parsed into [`MessageId`] and
 //! [`MessageState`] here, once, and a row that does not parse is an internal error
@@ -43,6 +44,7 @@ pub fn message_view(row: &MessageRow) -> Result<MessageView, ApiError> {
         enqueued_at: format_ms(row.enqueued_at),
         requeued_at: row.requeued_at.map(format_ms),
         expires_at: format_ms(row.expires_at),
+        not_before: row.not_before.map(format_ms),
         attempts: row.attempts,
         last_error: row.last_error.clone(),
         id_message: row.id_message.clone(),
@@ -66,6 +68,11 @@ pub async fn queued_view(
 ) -> Result<MessageView, ApiError> {
     if row_state(row)? != MessageState::Queued {
         return message_view(row);
+    }
+    if row.not_yet_due() {
+        return not_due_views(state, std::slice::from_ref(row))
+            .await
+            .map(|mut views| views.remove(0));
     }
     let Some(line) = state.lines.get(&row.instance) else {
         return message_view(row);
@@ -107,6 +114,33 @@ pub fn fresh_views(
         .collect()
 }
 
+/// Views of queued rows of one instance that are not yet due (`notBefore` ahead):
+/// no `position` yet (they are not in line), an `eta` from when they come due and
+/// the due cards that will be ahead of them, `waitingFor` saying `notBefore`. The
+/// line's state and its counts are read once for all of them.
+pub async fn not_due_views(
+    state: &AppState,
+    rows: &[MessageRow],
+) -> Result<Vec<MessageView>, ApiError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let Some(line) = state.lines.get(&first.instance) else {
+        return rows.iter().map(message_view).collect();
+    };
+    let counts = state.store.counts(&first.instance).await?;
+    let due_ahead = (counts.get("queued") - counts.get("scheduled")).max(0);
+    let line = LineView::new(&line.status(), now_ms());
+    rows.iter()
+        .map(|row| match row.due_at {
+            Some(due) if row_state(row)? == MessageState::Queued => {
+                line.not_due_view(row, due, due_ahead)
+            }
+            _ => message_view(row),
+        })
+        .collect()
+}
+
 /// What a queued card's `eta` and `waitingFor` come from, taken once.
 struct LineView {
     /// When the first card in line goes out; None while the line is held.
@@ -115,19 +149,52 @@ struct LineView {
     waiting_for: String,
     /// Chats held by a chats-quota 466 and when their holds end (ms).
     chat_holds: std::collections::BTreeMap<String, i64>,
+    /// The line's state, for its quiet hours.
+    status: crate::lines::LineStatus,
 }
 
 impl LineView {
     fn new(status: &crate::lines::LineStatus, now: i64) -> LineView {
-        let waiting_for = match &status.hold {
-            Some(hold) => hold.describe(),
-            None => "send_delay".to_string(),
+        let waiting_for = match (&status.hold, status.quiet_until(now), &status.quiet) {
+            (Some(hold), _, _) => hold.describe(),
+            // Inside quiet hours even if the drain has not said so yet.
+            (None, Some(until), Some(quiet)) => crate::lines::quiet_text(&quiet.to_string(), until),
+            _ => "send_delay".to_string(),
         };
         LineView {
             start: status.first_send_at(now),
             delay: status.send_delay_ms as i64,
             waiting_for,
             chat_holds: status.chat_holds.clone(),
+            status: status.clone(),
+        }
+    }
+
+    /// A card not yet due: it joins the line at `due` behind the `due_ahead` cards
+    /// in line now (fewer by then, if the line moves).
+    fn not_due_view(
+        &self,
+        row: &MessageRow,
+        due: i64,
+        due_ahead: i64,
+    ) -> Result<MessageView, ApiError> {
+        let mut view = message_view(row)?;
+        view.waiting_for = Some(crate::lines::not_before_text(due));
+        view.eta = Some(self.start.map(|start| {
+            let line_done = self
+                .status
+                .after_quiet(start, self.delay.saturating_mul(due_ahead));
+            let eta = self.status.after_quiet(line_done.max(due), 0);
+            self.warn_if_late(&mut view, row, eta);
+            format_ms(eta)
+        }));
+        Ok(view)
+    }
+
+    fn warn_if_late(&self, view: &mut MessageView, row: &MessageRow, eta: i64) {
+        if eta > row.expires_at {
+            view.warning = Some("eta after expiry".to_string());
+            view.warnings = Some(vec!["eta after expiry".to_string()]);
         }
     }
 
@@ -145,12 +212,10 @@ impl LineView {
         match self.start {
             None => view.eta = Some(None),
             Some(start) => {
-                let eta = start.saturating_add(self.delay.saturating_mul(position - 1));
+                let work = self.delay.saturating_mul(position - 1);
+                let eta = self.status.after_quiet(start, work);
                 view.eta = Some(Some(format_ms(eta)));
-                if eta > row.expires_at {
-                    view.warning = Some("eta after expiry".to_string());
-                    view.warnings = Some(vec!["eta after expiry".to_string()]);
-                }
+                self.warn_if_late(&mut view, row, eta);
             }
         }
         Ok(view)

@@ -46,10 +46,12 @@ pub enum Command {
     List(ListArgs),
     /// One message with its whole history.
     Show(IdArgs),
-    /// Cancel a message that is still queued.
-    Cancel(IdArgs),
-    /// Put a failed or expired message back in its instance's line.
-    Retry(IdArgs),
+    /// Cancel a message that is still queued, or every queued one matching a filter
+    /// with --all.
+    Cancel(ManyArgs),
+    /// Put a failed or expired message back in its instance's line, or every one
+    /// matching a filter with --all (they keep their order).
+    Retry(ManyArgs),
     /// Hold an instance's line: nothing is sent until `resume` (survives restarts).
     Pause(InstanceArgs),
     /// Release an instance's line held by `pause` or by the quota.
@@ -141,6 +143,10 @@ pub struct SendArgs {
     /// Repeating an enqueue with the same key and body returns the original message.
     #[arg(long, value_name = "KEY", value_parser = non_empty())]
     pub idempotency_key: Option<String>,
+    /// Not before this time (RFC 3339, e.g. 2026-11-24T10:00:00+03:00; at most 30 days
+    /// ahead): the card joins its line then, holding nobody back meanwhile.
+    #[arg(long, value_name = "TIME", value_parser = non_empty())]
+    pub at: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -174,6 +180,12 @@ pub struct ListArgs {
     /// The cursor printed after the previous page.
     #[arg(long, value_name = "CURSOR", value_parser = non_empty())]
     pub before: Option<String>,
+    /// Only messages to this chat (`<digits>@c.us`, …).
+    #[arg(long, value_name = "CHAT_ID", value_parser = non_empty())]
+    pub chat_id: Option<String>,
+    /// Only cards carrying this phone number.
+    #[arg(long, value_name = "DIGITS", value_parser = non_empty())]
+    pub phone: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -208,12 +220,42 @@ pub struct RestoreArgs {
     pub no_pause: bool,
 }
 
-/// `show`, `cancel`, `retry`: one message id.
+/// `show`: one message id.
 #[derive(Debug, Clone, Default, Args)]
 pub struct IdArgs {
-    /// The message id, as `send` printed it (a 26-character ULID).
+    /// The message id, as `send` printed it (a 26-character ULID, in any case), or
+    /// the start of one that no other id shares.
     #[arg(value_name = "ID", value_parser = non_empty())]
     pub id: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `cancel`, `retry`: one message id, or `--all` with a filter.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ManyArgs {
+    /// The message id (any case), or the start of one that no other id shares.
+    #[arg(value_name = "ID", value_parser = non_empty(),
+          required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Every message matching the filter (--instance, --state, --chat-id, --before;
+    /// at least one): cancel touches only queued ones, retry only failed and expired.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only this instance's messages.
+    #[arg(long, value_name = "NAME", value_parser = non_empty(), requires = "all")]
+    pub instance: Option<String>,
+    /// With --all: only messages in this state.
+    #[arg(long, value_name = "STATE", value_parser = message_state(), requires = "all")]
+    pub state: Option<MessageState>,
+    /// With --all: only messages to this chat.
+    #[arg(long, value_name = "CHAT_ID", value_parser = non_empty(), requires = "all")]
+    pub chat_id: Option<String>,
+    /// With --all: only messages enqueued before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = non_empty(), requires = "all")]
+    pub before: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::protocol::{BatchAccepted, MessageList, MessageView, PauseState, StatusView};
 use crate::state::MessageState;
 
-use super::args::{IdArgs, InstanceArgs, ListArgs, SendArgs, StatusArgs};
+use super::args::{IdArgs, InstanceArgs, ListArgs, ManyArgs, SendArgs, StatusArgs};
 use super::client::{encode, ApiRequest, ApiResponse, Client};
 use super::display;
 use super::error::{check, CliError, NotFound};
@@ -29,7 +29,7 @@ pub struct Ctx<'a> {
 }
 
 /// Reads a success answer as the protocol type it should be.
-fn parse<T: DeserializeOwned>(response: &ApiResponse) -> Result<T, CliError> {
+pub(super) fn parse<T: DeserializeOwned>(response: &ApiResponse) -> Result<T, CliError> {
     serde_json::from_slice(&response.body).map_err(|err| CliError::Unexpected {
         status: response.status,
         body: format!("cannot read the answer: {err}"),
@@ -48,9 +48,14 @@ pub async fn send(ctx: &mut Ctx<'_>, args: &SendArgs) -> Result<(), CliError> {
         None => only_instance(&ctx.client).await?,
     };
     let path = format!("/v1/instances/{}/sendContact", encode(&instance));
+    // `notBefore` is a query parameter of both enqueue endpoints (docs/api.md §11).
+    let query = match &args.at {
+        Some(at) => format!("?notBefore={}", encode(at)),
+        None => String::new(),
+    };
     match payload {
         Payload::Single(body) => {
-            let request = ApiRequest::post(path, Some(body))
+            let request = ApiRequest::post(format!("{path}{query}"), Some(body))
                 .with_idempotency_key(args.idempotency_key.clone());
             let response = check(ctx.client.send(request).await?, NotFound::Instance)?;
             if args.output.json {
@@ -78,8 +83,9 @@ pub async fn send(ctx: &mut Ctx<'_>, args: &SendArgs) -> Result<(), CliError> {
                     Some(key) if several => Some(format!("{key}#{}", n + 1)),
                     other => other.clone(),
                 };
-                let request = ApiRequest::post(format!("{path}:batch"), Some(chunk.body.clone()))
-                    .with_idempotency_key(key);
+                let request =
+                    ApiRequest::post(format!("{path}:batch{query}"), Some(chunk.body.clone()))
+                        .with_idempotency_key(key);
                 let answer = match ctx.client.send(request).await {
                     Ok(response) => check(response, NotFound::Instance),
                     Err(err) => Err(err.into()),
@@ -226,6 +232,14 @@ pub fn list_query(args: &ListArgs) -> (String, String) {
         pairs.push(("state", state.as_str().to_string()));
         filters.push_str(&format!(" --state {}", state.as_str()));
     }
+    if let Some(chat_id) = &args.chat_id {
+        pairs.push(("chatId", chat_id.clone()));
+        filters.push_str(&format!(" --chat-id {chat_id}"));
+    }
+    if let Some(phone) = &args.phone {
+        pairs.push(("phone", phone.clone()));
+        filters.push_str(&format!(" --phone {phone}"));
+    }
     if let Some(limit) = args.limit {
         pairs.push(("limit", limit.to_string()));
         filters.push_str(&format!(" --limit {limit}"));
@@ -247,7 +261,8 @@ pub fn list_query(args: &ListArgs) -> (String, String) {
 
 /// `contactq show ID`.
 pub async fn show(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
-    let path = format!("/v1/messages/{}", encode(&args.id));
+    let id = super::many::resolve_id(&ctx.client, &args.id).await?;
+    let path = format!("/v1/messages/{}", encode(&id));
     let response = check(
         ctx.client.send(ApiRequest::get(path)).await?,
         NotFound::Message(&args.id),
@@ -263,16 +278,20 @@ pub async fn show(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
 /// `cancelled` is a success ("already cancelled", exit 0). The socket API still
 /// answers 409 to the second DELETE; the CLI then reads the message to tell "already
 /// cancelled" from "already sent" (or failed, expired…), which stays exit 65.
-pub async fn cancel(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
-    let path = format!("/v1/messages/{}", encode(&args.id));
+pub async fn cancel(ctx: &mut Ctx<'_>, args: &ManyArgs) -> Result<(), CliError> {
+    let Some(given) = &args.id else {
+        return super::many::all(ctx, args, "cancel").await;
+    };
+    let id = super::many::resolve_id(&ctx.client, given).await?;
+    let path = format!("/v1/messages/{}", encode(&id));
     let answer = ctx.client.send(ApiRequest::delete(path.clone())).await?;
     let refused = answer.status == 409;
-    let response = match check(answer, NotFound::Message(&args.id)) {
+    let response = match check(answer, NotFound::Message(given)) {
         Ok(response) => response,
         Err(err) if refused => {
             let current = check(
                 ctx.client.send(ApiRequest::get(path)).await?,
-                NotFound::Message(&args.id),
+                NotFound::Message(given),
             )?;
             let state = parse::<MessageView>(&current).map(|m| m.state);
             if state.ok() != Some(MessageState::Cancelled) {
@@ -281,22 +300,26 @@ pub async fn cancel(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
             if args.output.json {
                 return Ok(display::raw_json(ctx.out, &current.body)?);
             }
-            return Ok(writeln!(ctx.out, "already cancelled {}", args.id)?);
+            return Ok(writeln!(ctx.out, "already cancelled {given}")?);
         }
         Err(err) => return Err(err),
     };
     if args.output.json {
         return Ok(display::raw_json(ctx.out, &response.body)?);
     }
-    Ok(writeln!(ctx.out, "cancelled {}", args.id)?)
+    Ok(writeln!(ctx.out, "cancelled {given}")?)
 }
 
-/// `contactq retry ID`.
-pub async fn retry(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
-    let path = format!("/v1/messages/{}/retry", encode(&args.id));
+/// `contactq retry ID`, or `retry --all` with a filter.
+pub async fn retry(ctx: &mut Ctx<'_>, args: &ManyArgs) -> Result<(), CliError> {
+    let Some(given) = &args.id else {
+        return super::many::all(ctx, args, "retry").await;
+    };
+    let id = super::many::resolve_id(&ctx.client, given).await?;
+    let path = format!("/v1/messages/{}/retry", encode(&id));
     let response = check(
         ctx.client.send(ApiRequest::post(path, None)).await?,
-        NotFound::Message(&args.id),
+        NotFound::Message(given),
     )?;
     if args.output.json {
         return Ok(display::raw_json(ctx.out, &response.body)?);
@@ -306,8 +329,8 @@ pub async fn retry(ctx: &mut Ctx<'_>, args: &IdArgs) -> Result<(), CliError> {
         .ok()
         .and_then(|m| m.position);
     match position {
-        Some(p) => writeln!(ctx.out, "re-queued {} (position {p})", args.id)?,
-        None => writeln!(ctx.out, "re-queued {}", args.id)?,
+        Some(p) => writeln!(ctx.out, "re-queued {given} (position {p})")?,
+        None => writeln!(ctx.out, "re-queued {given}")?,
     }
     Ok(())
 }

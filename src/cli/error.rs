@@ -54,6 +54,13 @@ pub enum CliError {
     /// `show` / `cancel` / `retry` of an id the daemon does not know.
     #[error("no such message: {0}")]
     NoSuchMessage(String),
+    /// The start of an id that several messages share.
+    #[error("'{prefix}' is the start of several message ids: {}{}; give more of it", candidates.join(", "), if *more { ", …" } else { "" })]
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+        more: bool,
+    },
     /// 503: the daemon is busy or its disk is full; nothing was written.
     #[error("{error}: {details}")]
     Unavailable { error: String, details: String },
@@ -86,6 +93,7 @@ impl CliError {
             CliError::Input { .. } => EX_NOINPUT,
             CliError::BadInput(_) | CliError::Rejected { .. } => EX_DATAERR,
             CliError::NoSuchMessage(_) => 1,
+            CliError::Ambiguous { .. } => EX_USAGE,
             CliError::Unavailable { .. } => EX_TEMPFAIL,
             CliError::Unexpected { .. } => EX_SOFTWARE,
             CliError::Output(_) => EX_IOERR,

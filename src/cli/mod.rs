@@ -11,6 +11,7 @@ mod commands;
 mod display;
 mod error;
 mod input;
+mod many;
 mod offline;
 mod table;
 

@@ -19,10 +19,14 @@
 //! card in flight only when one may exist (at start, after an uncertain outcome or a
 //! failed write). A `sent` outcome is committed together with the claim of the next
 //! card when that follows at once, so a steady drain pays one fsync per send.
+//!
+//! Timing ([`timing`]): cards whose `notBefore` comes join the tail of the line (the
+//! loop wakes for it), and nothing goes out inside the instance's quiet hours.
 
 mod backoff;
 mod holds;
 mod reconcile;
+mod timing;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -128,6 +132,11 @@ pub struct Drain {
     /// Monotonic ms: pacing allows the next request from this moment; None until it
     /// is first computed from the persisted last send time.
     next_send: Option<i64>,
+    /// When the first card not yet due (`notBefore` ahead) comes due, wall ms; None
+    /// until read (again).
+    next_due: Option<Option<i64>>,
+    /// The instance's quiet hours.
+    quiet: Option<crate::quiet::QuietHours>,
 }
 
 impl Drain {
@@ -139,6 +148,7 @@ impl Drain {
         line: Arc<Line>,
     ) -> Self {
         let clock = crate::clock::system();
+        line.update(|s| s.quiet = instance.quiet_hours.clone());
         Self {
             name: instance.name.clone(),
             store,
@@ -162,6 +172,8 @@ impl Drain {
             check_in_flight: true,
             pending: None,
             next_send: None,
+            next_due: None,
+            quiet: instance.quiet_hours.clone(),
         }
     }
 
@@ -190,6 +202,7 @@ impl Drain {
                 Outcome::Wait(d) => d.min(MAX_WAIT),
                 Outcome::Idle => MAX_WAIT,
             };
+            let wait = self.cap_wait(wait);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.line.wake.notified() => {}
@@ -261,6 +274,11 @@ impl Drain {
             self.head.clear();
             self.show_chat_holds();
         }
+        // Cards whose `notBefore` came join the tail, on a held line too: their place
+        // is the moment they came due.
+        if let Some(outcome) = self.join_due().await? {
+            return Ok(outcome);
+        }
         let persisted = match &self.persisted {
             Some(row) => row.clone(),
             None => {
@@ -330,6 +348,9 @@ impl Drain {
                 None => Outcome::Idle,
             });
         };
+        if let Some(wait) = self.quiet_hours(now) {
+            return Ok(wait);
+        }
         // After a start, pace from the persisted time of the last claim (a little
         // before its request left, hence the margin), clamped to `send_delay` so a
         // wall clock stepped back cannot stall the line; from then on, from our own

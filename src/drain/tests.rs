@@ -14,21 +14,24 @@ use crate::sandbox::{Sandbox, SandboxOptions, ScriptStep};
 use crate::store::{EnqueueRequest, Store, StoreOptions};
 use crate::upstream::GreenApi;
 
+#[path = "timing_tests.rs"]
+mod timing_tests;
+
 const SEND_DELAY: Duration = Duration::from_secs(5);
 const HOUR_MS: i64 = 3_600_000;
 
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    store: Store,
-    sandbox: Sandbox,
+    pub store: Store,
+    pub sandbox: Sandbox,
     lines: Arc<Lines>,
-    clock: Arc<ManualClock>,
+    pub clock: Arc<ManualClock>,
     queue: QueueSettings,
-    instance: InstanceSettings,
+    pub instance: InstanceSettings,
 }
 
 impl World {
-    async fn new(cards: u64) -> World {
+    pub async fn new(cards: u64) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("queue.db"), StoreOptions::default())
             .await
@@ -58,6 +61,7 @@ impl World {
                 idempotency_key: None,
                 peer_uid: None,
                 max_age_ms: 24 * HOUR_MS,
+                not_before: None,
             })
             .await
             .unwrap();
@@ -77,6 +81,7 @@ impl World {
             id_instance: "1101000001".into(),
             api_token: ApiToken::new("tok3n-SECRET-4242"),
             send_delay: SEND_DELAY,
+            quiet_hours: None,
         };
         World {
             _dir: dir,
@@ -89,7 +94,7 @@ impl World {
         }
     }
 
-    fn drain(&self) -> Drain {
+    pub fn drain(&self) -> Drain {
         Drain::new(
             &self.instance,
             &self.queue,
@@ -100,13 +105,13 @@ impl World {
         .with_clock(self.clock.clone())
     }
 
-    fn sent(&self) -> usize {
+    pub fn sent(&self) -> usize {
         self.sandbox.received("1101000001").len()
     }
 }
 
 /// Steps until a step waits; returns that wait.
-async fn step_until_wait(drain: &mut Drain) -> Duration {
+pub(super) async fn step_until_wait(drain: &mut Drain) -> Duration {
     for _ in 0..20 {
         match drain.step().await.unwrap() {
             Outcome::Progress => continue,

@@ -29,10 +29,10 @@ use std::path::Path;
 pub use backup::{restore, verify_copy, RestoreReport};
 pub use error::{Cause, StoreError};
 pub use model::{
-    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, ListFilter,
-    MessageRow, SendOutcomeRecord, UncertainCard,
+    BulkAction, BulkFilter, BulkOutcome, ChatHold, EnqueueOutcome, EnqueueRequest, EventRow,
+    InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, UncertainCard,
 };
-pub use sqlite::{hot_queries, EXPIRY_BATCH};
+pub use sqlite::{hot_queries, BULK_LIMIT, EXPIRY_BATCH, JOIN_BATCH};
 
 use crate::clock::now_ms;
 use sqlite::SqliteStore;
@@ -212,6 +212,31 @@ impl Store {
     /// if enqueued now; `enqueued_at` keeps the first enqueue, `requeued_at` says when.
     pub async fn retry(&self, id: &str, max_age_ms: i64) -> Result<MessageRow, StoreError> {
         on_backend!(self, b => b.retry(id, now_ms(), max_age_ms).await)
+    }
+
+    /// Cancels (`queued` only) or retries (`failed` / `expired` only) the cards that
+    /// match `filter`, at most [`BULK_LIMIT`] in one transaction; retried cards go to
+    /// the tail of their line in their old order.
+    pub async fn bulk(
+        &self,
+        filter: &BulkFilter,
+        action: BulkAction,
+    ) -> Result<BulkOutcome, StoreError> {
+        on_backend!(self, b => b.bulk(filter, action, now_ms()).await)
+    }
+
+    // --- notBefore ---
+
+    /// When the first card of an instance that is not yet due (its `notBefore` ahead)
+    /// comes due (Unix ms), if there is one.
+    pub async fn next_due(&self, instance: &str) -> Result<Option<i64>, StoreError> {
+        on_backend!(self, b => b.next_due(instance).await)
+    }
+
+    /// Puts the cards of an instance due by `now` at the tail of its line, in the
+    /// order they came due; returns how many (call again while it is [`JOIN_BATCH`]).
+    pub async fn join_due(&self, instance: &str, now: i64) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.join_due(instance, now).await)
     }
 
     // --- instances ---

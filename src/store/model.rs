@@ -30,6 +30,11 @@ pub struct MessageRow {
     /// When `retry` last put the card back in line (`enqueued_at` stays the first
     /// enqueue); None if it never was.
     pub requeued_at: Option<i64>,
+    /// The `notBefore` the enqueue asked for (Unix ms), if any.
+    pub not_before: Option<i64>,
+    /// Set while the card is not yet due (it joins the tail of its line then); None
+    /// once it is in line.
+    pub due_at: Option<i64>,
 }
 
 impl MessageRow {
@@ -43,8 +48,12 @@ impl MessageRow {
         idempotency_key: Option<String>,
         peer_uid: Option<u32>,
         now: i64,
-        expires_at: i64,
+        not_before: Option<i64>,
+        max_age_ms: i64,
     ) -> MessageRow {
+        // Its place in line, and its expiry, count from max(enqueuedAt, notBefore).
+        let due_at = not_before.filter(|&at| at > now);
+        let joins = due_at.unwrap_or(now);
         MessageRow {
             id,
             instance: instance.to_string(),
@@ -56,7 +65,7 @@ impl MessageRow {
             idempotency_key,
             peer_uid: peer_uid.map(i64::from),
             enqueued_at: now,
-            expires_at,
+            expires_at: joins.saturating_add(max_age_ms),
             attempts: 0,
             attempt_started_at: None,
             last_error: None,
@@ -64,7 +73,14 @@ impl MessageRow {
             sent_at: None,
             ended_at: None,
             requeued_at: None,
+            not_before,
+            due_at,
         }
+    }
+
+    /// Whether the card is queued but not yet due (waiting for its `notBefore`).
+    pub fn not_yet_due(&self) -> bool {
+        self.state == "queued" && self.due_at.is_some()
     }
 }
 
@@ -83,6 +99,10 @@ pub struct EventRow {
 pub struct ListFilter {
     pub instance: Option<String>,
     pub state: Option<String>,
+    pub chat_id: Option<String>,
+    pub phone: Option<i64>,
+    /// Only ids starting with this (canonical, upper-case) text.
+    pub id_prefix: Option<String>,
     /// Only messages older than this id (the cursor).
     pub before: Option<String>,
     pub limit: u32,
@@ -127,6 +147,8 @@ pub struct EnqueueRequest {
     pub idempotency_key: Option<String>,
     pub peer_uid: Option<u32>,
     pub max_age_ms: i64,
+    /// `notBefore` (Unix ms): the cards join the line then, not before.
+    pub not_before: Option<i64>,
 }
 
 /// What an enqueue did.
@@ -174,4 +196,40 @@ pub struct UncertainCard {
     pub chat_id: String,
     pub phone: i64,
     pub attempt_started_at: i64,
+}
+
+/// Which cards a bulk cancel or retry touches (docs/api.md §11): every given field
+/// must match. The state is checked against the action by the caller.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BulkFilter {
+    pub instance: Option<String>,
+    /// One state; None means every state the action may touch.
+    pub state: Option<String>,
+    pub chat_id: Option<String>,
+    /// Only cards enqueued before this time (Unix ms).
+    pub before: Option<i64>,
+}
+
+/// What a bulk operation does to each card it selects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BulkAction {
+    /// `queued` → `cancelled`.
+    Cancel,
+    /// `failed` / `expired` → `queued` at the tail, in their old order, with a fresh
+    /// expiry of `max_age_ms`.
+    Retry { max_age_ms: i64 },
+}
+
+/// What one bulk call did: how many cards changed, per instance, and whether more
+/// cards match than one call takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BulkOutcome {
+    pub by_instance: Vec<(String, u64)>,
+    pub more: bool,
+}
+
+impl BulkOutcome {
+    pub fn count(&self) -> u64 {
+        self.by_instance.iter().map(|(_, n)| n).sum()
+    }
 }

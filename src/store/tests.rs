@@ -31,6 +31,7 @@ fn request(instance: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
         idempotency_key: None,
         peer_uid: None,
         max_age_ms: 86_400_000,
+        not_before: None,
     }
 }
 

@@ -325,6 +325,7 @@ mod tests {
             id_instance: "1101000001".into(),
             api_token: crate::config::ApiToken::new("s3cr3t-token"),
             send_delay: std::time::Duration::from_millis(500),
+            quiet_hours: None,
         };
         GreenApi::new(&instance, reqwest::Client::new())
     }

@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub request_timeout: &'static str,
     /// Extra lines for the `[daemon]` table.
     pub daemon_extra: String,
+    /// Extra lines for the `[instances.main]` table.
+    pub instance_extra: String,
     /// Extra instances: (name, id_instance).
     pub more_instances: Vec<(&'static str, &'static str)>,
     /// The database file, when not in the daemon's temp directory.
@@ -47,6 +49,7 @@ impl Default for DaemonConfig {
             keep_done: "30d",
             request_timeout: "5s",
             daemon_extra: String::new(),
+            instance_extra: String::new(),
             more_instances: Vec::new(),
             database: None,
         }
@@ -99,8 +102,9 @@ impl TestDaemon {
              retry_max = {rm:?}\nreconcile_lag = {lag:?}\nquota_retry = {quota:?}\n\
              keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n\n\
              [instances.main]\napi_url = {url:?}\nid_instance = {ID_INSTANCE:?}\n\
-             api_token = {TOKEN:?}\nsend_delay = {delay:?}\n",
+             api_token = {TOKEN:?}\nsend_delay = {delay:?}\n{instance_extra}\n",
             extra = config.daemon_extra,
+            instance_extra = config.instance_extra,
             max_age = config.max_age,
             poll = config.state_poll,
             ri = config.retry_initial,

@@ -18,7 +18,7 @@ pub const CANCEL: &str = "UPDATE messages SET state = 'cancelled', ended_at = ?2
 
 /// Puts a failed or expired card back in line (?1 id, ?2 place, ?3 now, ?4 expiry).
 pub const RETRY: &str = "UPDATE messages SET state = 'queued', line_seq = ?2, requeued_at = ?3,
-    expires_at = ?4, ended_at = NULL WHERE id = ?1 AND state IN ('failed', 'expired')";
+    expires_at = ?4, ended_at = NULL, due_at = NULL WHERE id = ?1 AND state IN ('failed', 'expired')";
 
 /// Pauses or resumes a line (?1 instance, ?2 paused).
 pub const SET_PAUSED: &str = "INSERT INTO instances (name, paused) VALUES (?1, ?2)

@@ -10,14 +10,23 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::rows::{self, ONE_MESSAGE};
-use crate::contact::Card;
 use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
 pub const INSERT_ROW: &str = "INSERT INTO messages
     (id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
-     enqueued_at, expires_at)
-    VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     enqueued_at, expires_at, not_before, due_at)
+    VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// Adds a group's new not-yet-due rows (`notBefore` ahead) to an instance's count of
+/// them (the pseudo-state 'scheduled' of migration 0006), returning the count.
+pub const SCHEDULED_COUNTS: &str = "INSERT INTO counts (instance, state, n)
+    VALUES (?1, 'scheduled', ?2)
+    ON CONFLICT (instance, state) DO UPDATE SET n = n + excluded.n RETURNING n";
+
+/// An instance's count of not-yet-due queued cards (?1).
+pub const SCHEDULED_COUNT: &str =
+    "SELECT n FROM counts WHERE instance = ?1 AND state = 'scheduled'";
 
 /// Adds a group's new rows to an instance's queued count and returns the count as of
 /// this transaction, for the answers' `position`. The writer keeps these counts itself
@@ -62,7 +71,7 @@ fn plan_job(
         return Ok(new_rows(request, now, line_counter, ids)
             .map(|rows| EnqueueOutcome::Created { rows, queued: None }));
     };
-    let hash = hash_cards(&request.cards);
+    let hash = hash_request(request);
     let seen: Option<(String, String)> = tx
         .prepare_cached(FIND_KEY)?
         .query_row(params![request.instance, key], |r| {
@@ -105,7 +114,9 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreErr
             r.idempotency_key,
             r.peer_uid,
             r.enqueued_at,
-            r.expires_at
+            r.expires_at,
+            r.not_before,
+            r.due_at
         ])?;
     }
     Ok(())
@@ -145,17 +156,24 @@ fn new_rows(
             request.idempotency_key.clone(),
             request.peer_uid,
             now,
-            now.saturating_add(request.max_age_ms),
+            request.not_before,
+            request.max_age_ms,
         ));
     }
     Ok(rows)
 }
 
-fn hash_cards(cards: &[Card]) -> String {
+/// What an Idempotency-Key compares: the cards and the `notBefore` asked for (as
+/// given, so a repeat after that time has passed still matches). A request without
+/// `notBefore` hashes as it did before the field existed.
+fn hash_request(request: &EnqueueRequest) -> String {
     let mut hasher = Sha256::new();
-    for card in cards {
+    for card in &request.cards {
         hasher.update(card.canonical().as_bytes());
         hasher.update(b"\n");
+    }
+    if let Some(at) = request.not_before {
+        hasher.update(format!("notBefore={at}\n").as_bytes());
     }
     format!("{:x}", hasher.finalize())
 }

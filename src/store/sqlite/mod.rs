@@ -6,6 +6,8 @@
 //!   writes, inside its group transaction: the enqueue ([`enqueue`]), claim and
 //!   outcome ([`line`]) hot paths as jobs of their own, every other change ([`changes`],
 //!   [`upkeep`]) as a closure the async methods below hand it;
+//! - bulk cancel and retry by filter ([`bulk`]) and the joining of cards whose
+//!   `notBefore` came ([`due`]) are closures of the write thread too;
 //! - every read runs on a pool of read-only connections ([`reads`]);
 //! - rows become records in [`rows`]; history lines are written by [`events`];
 //! - SQLite's errors become the store's in [`error`].
@@ -14,7 +16,9 @@
 //! `changes`, `upkeep`, `reads`; all of them → `rows`, `events` and the records of
 //! `crate::store`. The files that hold SQL never call back into this one.
 
+mod bulk;
 mod changes;
+mod due;
 mod enqueue;
 mod error;
 mod events;
@@ -33,13 +37,15 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use bulk::BULK_LIMIT;
+pub use due::JOIN_BATCH;
 pub use upkeep::EXPIRY_BATCH;
 
 use super::error::{Cause, StoreError};
 use super::guard::{self, Identity};
 use super::model::{
-    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, ListFilter,
-    MessageRow, SendOutcomeRecord, UncertainCard,
+    BulkAction, BulkFilter, BulkOutcome, ChatHold, EnqueueOutcome, EnqueueRequest, EventRow,
+    InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, UncertainCard,
 };
 
 /// `PRAGMA max_page_count` for a cap of `pages`: a little above it, as a hard backstop
@@ -250,6 +256,27 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn bulk(
+        &self,
+        filter: &BulkFilter,
+        action: BulkAction,
+        now: i64,
+    ) -> Result<BulkOutcome, StoreError> {
+        let filter = filter.clone();
+        let lines = self.line_counter.clone();
+        self.writer
+            .run(move |tx| bulk::run(tx, &filter, action, now, &lines))
+            .await
+    }
+
+    pub async fn join_due(&self, instance: &str, now: i64) -> Result<u64, StoreError> {
+        let instance = instance.to_string();
+        let lines = self.line_counter.clone();
+        self.writer
+            .run(move |tx| Ok(due::join_due(tx, &instance, now, &lines)?))
+            .await
+    }
+
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), StoreError> {
         let name = name.to_string();
         self.writer
@@ -356,6 +383,10 @@ impl SqliteStore {
         reads::id_message_taken(&self.read, id_message).await
     }
 
+    pub async fn next_due(&self, instance: &str) -> Result<Option<i64>, StoreError> {
+        reads::next_due(&self.read, instance).await
+    }
+
     /// `VACUUM INTO` on a read connection: a consistent copy of the last committed
     /// state, taken while the write thread goes on committing (it writes only `dest`).
     pub async fn backup_into(&self, dest: &Path) -> Result<(), StoreError> {
@@ -424,5 +455,15 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("position: line ends", reads::LINE_ENDS),
         ("position: cards ahead", reads::CARDS_AHEAD),
         ("position: cards behind", reads::CARDS_BEHIND),
+        ("enqueue: not-yet-due count", enqueue::SCHEDULED_COUNTS),
+        ("enqueue: not-yet-due count read", enqueue::SCHEDULED_COUNT),
+        ("notBefore: next due", reads::NEXT_DUE),
+        ("notBefore: due now", due::DUE_NOW),
+        ("notBefore: join the line", due::JOIN_LINE),
+        // `bulk::BULK_INSTANCES` reads the `counts` table whole: a few rows per
+        // instance, never `messages`.
+        ("bulk: select", bulk::BULK_SELECT),
+        ("bulk: cancel", bulk::BULK_CANCEL),
+        ("bulk: retry", bulk::BULK_RETRY),
     ]
 }

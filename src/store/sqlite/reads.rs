@@ -16,11 +16,13 @@ pub const NEXT_LINE: &str = "SELECT COALESCE(MAX(line_seq), 0) + 1 FROM messages
 /// Whether a read connection answers (health).
 pub const ALIVE: &str = "SELECT 1";
 
-/// The head of an instance's queued line (?1 instance, ?2 how many).
+/// The head of an instance's queued line (?1 instance, ?2 how many): cards already
+/// due only (a card whose `notBefore` is ahead is not in line yet).
 pub const HEAD_ROWS: &str = concat!(
     "SELECT ",
     super::rows::message_columns!(),
-    " FROM messages WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT ?2"
+    " FROM messages INDEXED BY messages_due_line \
+     WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL ORDER BY line_seq LIMIT ?2"
 );
 
 /// The head of an instance's queued line without the cards of held chats (?1 instance,
@@ -28,7 +30,8 @@ pub const HEAD_ROWS: &str = concat!(
 pub const HEAD_ROWS_SKIPPING: &str = concat!(
     "SELECT ",
     super::rows::message_columns!(),
-    " FROM messages WHERE instance = ?1 AND state = 'queued' \
+    " FROM messages INDEXED BY messages_due_line \
+     WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL \
      AND chat_id NOT IN (SELECT value FROM json_each(?3)) ORDER BY line_seq LIMIT ?2"
 );
 
@@ -52,20 +55,26 @@ pub const HISTORY: &str = "SELECT at, event, attempt, http_status, detail FROM (
          WHERE message_seq = (SELECT seq FROM messages WHERE id = ?1))
     ORDER BY part, n";
 
-/// The ends of an instance's queued line (?1): its first and last place.
-pub const LINE_ENDS: &str =
-    "SELECT (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
-             ORDER BY line_seq LIMIT 1),
-            (SELECT line_seq FROM messages WHERE instance = ?1 AND state = 'queued'
-             ORDER BY line_seq DESC LIMIT 1)";
+/// The ends of an instance's line of due queued cards (?1): its first and last place.
+pub const LINE_ENDS: &str = "SELECT
+    (SELECT line_seq FROM messages INDEXED BY messages_due_line
+      WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL ORDER BY line_seq LIMIT 1),
+    (SELECT line_seq FROM messages INDEXED BY messages_due_line
+      WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL
+      ORDER BY line_seq DESC LIMIT 1)";
 
-/// Queued cards of an instance (?1) ahead of a place in line (?2).
-pub const CARDS_AHEAD: &str = "SELECT COUNT(*) FROM messages
-    WHERE instance = ?1 AND state = 'queued' AND line_seq < ?2";
+/// Due queued cards of an instance (?1) ahead of a place in line (?2).
+pub const CARDS_AHEAD: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_due_line
+    WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL AND line_seq < ?2";
 
-/// Queued cards of an instance (?1) behind a place in line (?2).
-pub const CARDS_BEHIND: &str = "SELECT COUNT(*) FROM messages
-    WHERE instance = ?1 AND state = 'queued' AND line_seq > ?2";
+/// Due queued cards of an instance (?1) behind a place in line (?2).
+pub const CARDS_BEHIND: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_due_line
+    WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL AND line_seq > ?2";
+
+/// When the first not-yet-due card of an instance (?1) comes due.
+pub const NEXT_DUE: &str = "SELECT due_at FROM messages INDEXED BY messages_not_yet_due
+    WHERE instance = ?1 AND state = 'queued' AND due_at IS NOT NULL
+    ORDER BY due_at LIMIT 1";
 
 /// An instance's persisted state (?1).
 pub const INSTANCE: &str =
@@ -80,10 +89,12 @@ pub const CHAT_HOLDS: &str =
 /// deletes).
 pub const COUNTS: &str = "SELECT state, n FROM counts WHERE instance = ?1";
 
-/// `status`: the oldest queued card of an instance (?1), the head of its line; a
-/// retried card counts from its retry (it went back in line as if enqueued then).
-pub const OLDEST_QUEUED: &str = "SELECT COALESCE(requeued_at, enqueued_at) FROM messages
-    WHERE instance = ?1 AND state = 'queued' ORDER BY line_seq LIMIT 1";
+/// `status`: the oldest queued card of an instance (?1), the head of its line of due
+/// cards; a retried card counts from its retry (it went back in line as if enqueued
+/// then), one enqueued with a `notBefore` from that time.
+pub const OLDEST_QUEUED: &str = "SELECT MAX(COALESCE(requeued_at, enqueued_at),
+    COALESCE(not_before, 0)) FROM messages INDEXED BY messages_due_line
+    WHERE instance = ?1 AND state = 'queued' AND due_at IS NULL ORDER BY line_seq LIMIT 1";
 
 /// The pages in use (all pages less the free ones), for the enqueue size cap.
 pub const PAGES_IN_USE: &str = "SELECT (SELECT page_count FROM pragma_page_count())
@@ -114,8 +125,20 @@ pub(super) async fn list(
     if let Some(state) = &filter.state {
         q.push(" AND state = ").push_bind(state.clone());
     }
+    if let Some(chat_id) = &filter.chat_id {
+        q.push(" AND chat_id = ").push_bind(chat_id.clone());
+    }
+    if let Some(phone) = filter.phone {
+        q.push(" AND phone = ").push_bind(phone);
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // A range of the id index: every id that starts with the prefix sorts
+        // between the prefix and the prefix followed by the highest character.
+        q.push(" AND id >= ").push_bind(prefix.clone());
+        q.push(" AND id < ").push_bind(format!("{prefix}\u{7f}"));
+    }
     if let Some(before) = &filter.before {
-        q.push(" AND id < ").push_bind(before.clone());
+        q.push(" AND id < ").push_bind(before.to_ascii_uppercase());
     }
     let limit = filter.limit.max(1);
     q.push(" ORDER BY id DESC LIMIT ")
@@ -161,7 +184,8 @@ pub(super) async fn position(
         .bind(line_seq)
         .fetch_one(pool)
         .await?;
-    let total = counts(pool, instance).await?.get("queued");
+    let counts = counts(pool, instance).await?;
+    let total = counts.get("queued") - counts.get("scheduled");
     Ok((total - behind).max(1))
 }
 
@@ -248,4 +272,11 @@ pub(super) async fn id_message_taken(
 
 pub(super) async fn pages_in_use(pool: &SqlitePool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(PAGES_IN_USE).fetch_one(pool).await?)
+}
+
+pub(super) async fn next_due(pool: &SqlitePool, instance: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(NEXT_DUE)
+        .bind(instance)
+        .fetch_optional(pool)
+        .await?)
 }

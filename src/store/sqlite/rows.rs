@@ -11,7 +11,7 @@ macro_rules! message_columns {
     () => {
         "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
          enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
-         sent_at, ended_at, requeued_at"
+         sent_at, ended_at, requeued_at, not_before, due_at"
     };
 }
 pub(super) use message_columns;
@@ -47,6 +47,8 @@ pub(super) fn message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         sent_at: r.get(15)?,
         ended_at: r.get(16)?,
         requeued_at: r.get(17)?,
+        not_before: r.get(18)?,
+        due_at: r.get(19)?,
     })
 }
 
@@ -71,6 +73,8 @@ impl FromRow<'_, SqliteRow> for MessageRow {
             sent_at: r.try_get(15)?,
             ended_at: r.try_get(16)?,
             requeued_at: r.try_get(17)?,
+            not_before: r.try_get(18)?,
+            due_at: r.try_get(19)?,
         })
     }
 }

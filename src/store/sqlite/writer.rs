@@ -24,10 +24,10 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::enqueue::{self, QUEUED_COUNTS};
+use super::enqueue::{self, QUEUED_COUNTS, SCHEDULED_COUNT, SCHEDULED_COUNTS};
 use super::line;
 use crate::clock::now_ms;
 use crate::store::error::StoreError;
@@ -338,7 +338,8 @@ impl Thread {
         let now = now_ms();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(group.len());
-        let mut added: BTreeMap<&str, i64> = BTreeMap::new();
+        // Per instance: the cards added, and how many of them are not yet due.
+        let mut added: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for job in group.iter_mut() {
             match job {
                 Job::Enqueue { request, .. } => {
@@ -346,7 +347,10 @@ impl Thread {
                     let outcome =
                         enqueue::write(&tx, request, now, &self.line_counter, &mut self.ids)?;
                     if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
-                        *added.entry(request.instance.as_str()).or_default() += rows.len() as i64;
+                        let later = rows.iter().filter(|r| r.due_at.is_some()).count();
+                        let sum = added.entry(request.instance.as_str()).or_default();
+                        sum.0 += rows.len() as i64;
+                        sum.1 += later as i64;
                     }
                     answers.push(Answer::Enqueue(outcome));
                 }
@@ -372,9 +376,20 @@ impl Thread {
         let mut counts = Vec::with_capacity(added.len());
         {
             let mut upsert = tx.prepare_cached(QUEUED_COUNTS)?;
-            for (instance, n) in added {
+            let mut later = tx.prepare_cached(SCHEDULED_COUNTS)?;
+            let mut later_count = tx.prepare_cached(SCHEDULED_COUNT)?;
+            for (instance, (n, not_due)) in added {
                 let queued: i64 = upsert.query_row(params![instance, n], |r| r.get(0))?;
-                counts.push((instance.to_string(), queued));
+                let not_due: i64 = if not_due > 0 {
+                    later.query_row(params![instance, not_due], |r| r.get(0))?
+                } else {
+                    later_count
+                        .query_row([instance], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                };
+                // Positions count only the cards already due (docs/api.md §11).
+                counts.push((instance.to_string(), queued - not_due));
             }
         }
         tx.commit()?;
@@ -383,14 +398,18 @@ impl Thread {
     }
 }
 
-/// Gives each created enqueue the queued count of its instance as of its last row: the
-/// count at the commit, less the rows that later jobs of the group added to that line.
+/// Gives each created enqueue the count of its instance's due queued cards as of its
+/// last row: the count at the commit, less the rows that later jobs of the group added
+/// to that line. Cards not yet due have no place in line yet: they get none.
 fn fill_positions(answers: &mut [Answer], counts: &[(String, i64)]) {
     let mut after: std::collections::HashMap<&str, i64> =
         counts.iter().map(|(name, n)| (name.as_str(), *n)).collect();
     for answer in answers.iter_mut().rev() {
         if let Answer::Enqueue(Ok(EnqueueOutcome::Created { rows, queued })) = answer {
             let Some(first) = rows.first() else { continue };
+            if first.due_at.is_some() {
+                continue;
+            }
             if let Some(n) = after.get_mut(first.instance.as_str()) {
                 *queued = Some(*n);
                 *n -= rows.len() as i64;
