@@ -456,6 +456,17 @@ async fn upkeep(
                     }
                 }
             }
+            // The event stream keeps `keep_done` too (docs/api.md §11).
+            loop {
+                match store.delete_old_events(now - keep_done).await {
+                    Ok(500..) => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "event retention failed; will try again");
+                        break;
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -17,6 +17,7 @@ pub mod contact;
 pub mod daemon;
 pub mod demo;
 mod drain;
+pub mod event;
 mod ids;
 mod lines;
 pub mod logging;
