@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 mod drain;
 pub mod event;
+mod hooks;
 mod ids;
 mod lines;
 pub mod logging;

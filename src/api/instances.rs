@@ -99,10 +99,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
             held,
         });
     }
+    let (stream, consumers) = super::consumers::all(&state).await?;
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
+        stream: Some(stream),
+        consumers,
     }))
 }
 
