@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub more_instances: Vec<(&'static str, &'static str)>,
     /// The database file, when not in the daemon's temp directory.
     pub database: Option<PathBuf>,
+    /// Tables appended after the instances (`[hooks.NAME]` …).
+    pub tables: String,
 }
 
 impl Default for DaemonConfig {
@@ -49,6 +51,7 @@ impl Default for DaemonConfig {
             daemon_extra: String::new(),
             more_instances: Vec::new(),
             database: None,
+            tables: String::new(),
         }
     }
 }
@@ -119,6 +122,8 @@ impl TestDaemon {
                 delay = config.send_delay
             ));
         }
+        text.push('\n');
+        text.push_str(&config.tables);
         std::fs::write(&config_path, text).unwrap();
         let mut daemon = TestDaemon {
             log: dir.path().join("daemon.log"),
