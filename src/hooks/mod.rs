@@ -167,6 +167,10 @@ async fn turn(
             skipped = true;
             continue;
         }
+        if skipped {
+            // So `status` shows where the hook waits while this delivery fails.
+            store.set_consumer_cursor(&hook.name, *cursor).await?;
+        }
         deliver_until_done(hook, deliverer, store, &view).await?;
         *cursor = event.seq;
         skipped = false;
