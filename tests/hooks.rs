@@ -284,6 +284,9 @@ async fn a_hook_that_hangs_is_killed_and_never_holds_the_line() {
     );
 }
 
+/// The requests a receiver got: headers and body.
+type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
 /// A webhook receiver on 127.0.0.1: answers `fail_first` requests 500, then 200, and
 /// keeps every request's headers and body.
 async fn receiver(
