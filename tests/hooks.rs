@@ -289,10 +289,8 @@ type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
 
 /// A webhook receiver on 127.0.0.1: answers `fail_first` requests 500, then 200, and
 /// keeps every request's headers and body.
-async fn receiver(
-    fail_first: usize,
-) -> (String, Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>) {
-    let got: Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>> = Arc::default();
+async fn receiver(fail_first: usize) -> (String, Received) {
+    let got: Received = Arc::default();
     let seen = got.clone();
     let app = axum::Router::new().route(
         "/hook",
