@@ -120,9 +120,13 @@ async fn an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment
         assert_eq!(stdin["seq"].to_string(), *seq);
         assert_eq!(stdin["message"]["idMessage"], m["idMessage"]);
     }
+    // The cursor moves once the program has exited, a moment after its last line.
+    eventually(Duration::from_secs(5), "the cursor moved on", || async {
+        consumer(&d, "onsent").await["lag"] == 0
+    })
+    .await;
     let c = consumer(&d, "onsent").await;
     assert_eq!(c["kind"], "exec");
-    assert_eq!(c["lag"], 0, "{c}");
     assert_eq!(c["failures"], 0, "{c}");
 }
 
@@ -422,6 +426,10 @@ async fn an_outside_consumer_goes_on_from_its_cursor_across_runs() {
         "the two new ones delivered",
         || async { lines(&log).len() == 4 },
     )
+    .await;
+    eventually(Duration::from_secs(5), "the cursor stored", || async {
+        d.get("/v1/consumers/outside").await.1["lag"] == 0
+    })
     .await;
     second.kill().unwrap();
     second.wait().unwrap();
