@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use hooks::{HookSettings, HookTarget, WebhookSecret};
+
+#[path = "config_hooks.rs"]
+mod hooks;
+
 /// Where the daemon looks when `--config` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/contactq/contactq.toml";
 
@@ -109,6 +114,8 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     pub queue: QueueSettings,
     pub instances: BTreeMap<String, InstanceSettings>,
+    /// `[hooks.NAME]`: the daemon's consumers of the event stream (docs/api.md §11).
+    pub hooks: BTreeMap<String, HookSettings>,
 }
 
 #[derive(Deserialize, Default)]
@@ -120,6 +127,8 @@ struct RawSettings {
     queue: RawQueue,
     #[serde(default)]
     instances: BTreeMap<String, RawInstance>,
+    #[serde(default)]
+    hooks: BTreeMap<String, hooks::RawHook>,
 }
 
 #[derive(Deserialize, Default)]
@@ -314,10 +323,12 @@ impl Settings {
         for (name, inst) in raw.instances {
             instances.insert(name.clone(), instance_from_raw(&name, inst)?);
         }
+        let hooks = hooks::hooks_from_raw(raw.hooks)?;
         Ok(Settings {
             daemon,
             queue,
             instances,
+            hooks,
         })
     }
 }

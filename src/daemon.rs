@@ -95,7 +95,8 @@ pub async fn run_until(
             .map(|i| (i.name.as_str(), duration_ms(i.send_delay) as u64)),
     ));
     if let Some(addr) = settings.daemon.metrics_listen {
-        crate::metrics::serve(addr, store.clone(), lines.clone(), shutdown.clone()).await?;
+        let hooks = settings.hooks.keys().cloned().collect();
+        crate::metrics::serve(addr, store.clone(), lines.clone(), hooks, shutdown.clone()).await?;
     }
 
     let http = GreenApi::http_client(settings.queue.request_timeout)
@@ -112,6 +113,9 @@ pub async fn run_until(
             .with_clock(clock.clone());
         drains.spawn(drain.run(shutdown.clone()));
     }
+    // The hooks run apart from the drains: none of them can hold a line.
+    let mut hooks = crate::hooks::spawn_all(settings.hooks.values().cloned(), &store, &shutdown)
+        .map_err(std::io::Error::other)?;
     let expiry = crate::clock::ExpiryClock::new(clock);
     let upkeep = tokio::spawn(upkeep(
         store.clone(),
@@ -124,6 +128,7 @@ pub async fn run_until(
         settings: settings.clone(),
         lines: lines.clone(),
         started: Instant::now(),
+        shutdown: shutdown.clone(),
     };
     // A drain turns at least every 15 s, but one turn may wait out a whole request.
     let stale_after = settings.queue.request_timeout * 2 + Duration::from_secs(60);
@@ -159,6 +164,16 @@ pub async fn run_until(
     }
     upkeep.abort();
     watchdog.abort();
+    // Each hook stops at the shutdown signal (a delivery under way is not finished: its
+    // event goes out again after the restart); none is waited for longer than this.
+    if tokio::time::timeout(Duration::from_secs(2), async {
+        while hooks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        hooks.abort_all();
+    }
     if socket_is_ours {
         // A socket passed by systemd stays: contactq.socket keeps listening on it.
         let _ = std::fs::remove_file(&settings.daemon.socket);
@@ -452,6 +467,17 @@ async fn upkeep(
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "retention failed; will try again");
+                        break;
+                    }
+                }
+            }
+            // The event stream keeps `keep_done` too (docs/api.md §11).
+            loop {
+                match store.delete_old_events(now - keep_done).await {
+                    Ok(500..) => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "event retention failed; will try again");
                         break;
                     }
                 }

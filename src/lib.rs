@@ -17,6 +17,8 @@ pub mod contact;
 pub mod daemon;
 pub mod demo;
 mod drain;
+pub mod event;
+mod hooks;
 mod ids;
 mod lines;
 pub mod logging;

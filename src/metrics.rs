@@ -63,6 +63,21 @@ pub fn ended_many(instance: &str, state: MessageState, n: u64) {
         .increment(n);
 }
 
+/// A hook delivered an event (`contactq_hook_delivered_total`).
+pub fn hook_delivered(hook: &str) {
+    metrics::counter!("contactq_hook_delivered_total", "hook" => hook.to_string()).increment(1);
+}
+
+/// A hook's delivery failed (`contactq_hook_failures_total`).
+pub fn hook_failed(hook: &str) {
+    metrics::counter!("contactq_hook_failures_total", "hook" => hook.to_string()).increment(1);
+}
+
+/// Events committed after a consumer's cursor (`contactq_consumer_lag`).
+pub fn hook_lag(consumer: &str, lag: i64) {
+    metrics::gauge!("contactq_consumer_lag", "consumer" => consumer.to_string()).set(lag as f64);
+}
+
 /// One upstream request and its outcome.
 pub fn upstream_request(instance: &str, method: &'static str, status: &str, elapsed: Duration) {
     metrics::histogram!("contactq_upstream_request_duration_seconds",
@@ -106,6 +121,7 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     store: crate::store::Store,
     lines: std::sync::Arc<crate::lines::Lines>,
+    hooks: Vec<String>,
     shutdown: crate::shutdown::Shutdown,
 ) -> std::io::Result<()> {
     let handle = recorder()?;
@@ -116,6 +132,10 @@ pub async fn serve(
             ended_many(name, state, 0);
         }
         enqueued(name, 0);
+    }
+    for hook in hooks {
+        metrics::counter!("contactq_hook_delivered_total", "hook" => hook.clone()).increment(0);
+        metrics::counter!("contactq_hook_failures_total", "hook" => hook.clone()).increment(0);
     }
     let upkeep_handle = handle.clone();
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -155,6 +175,14 @@ pub async fn serve(
 
 async fn record_gauges(store: &crate::store::Store, lines: &crate::lines::Lines) {
     let now = crate::clock::now_ms();
+    if let (Ok(ends), Ok(consumers)) = (store.stream_ends().await, store.consumers().await) {
+        metrics::gauge!("contactq_event_last_seq").set(ends.last as f64);
+        for consumer in consumers {
+            hook_lag(&consumer.name, (ends.last - consumer.cursor).max(0));
+            metrics::gauge!("contactq_consumer_failures", "consumer" => consumer.name.clone())
+                .set(consumer.failures as f64);
+        }
+    }
     for (name, line) in lines.iter() {
         let status = line.status();
         if let Ok(counts) = store.counts(name).await {

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::event::EventKind;
 use crate::ids::MessageId;
 use crate::state::{Authorization, MessageState};
 
@@ -100,6 +101,12 @@ pub struct StatusView {
     pub version: String,
     pub uptime_seconds: f64,
     pub instances: Vec<InstanceStatus>,
+    /// The event stream's ends (absent from daemons before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamStatus>,
+    /// The stream's named consumers: the hooks and any outside ones.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerView>,
 }
 
 /// One instance in `GET /v1/status`.
@@ -137,6 +144,57 @@ pub struct InstanceStatus {
 pub struct BulkResult {
     pub count: u64,
     pub more: bool,
+}
+
+/// One numbered event of `GET /v1/events` (docs/api.md §11), one JSON object a line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub at: String,
+    /// The card's id.
+    pub id: MessageId,
+    pub instance: String,
+    pub event: EventKind,
+    /// The card as stored when the event is read, with `state` as of the event; null
+    /// once retention (`keep_done`) deleted the card.
+    pub message: Option<MessageView>,
+}
+
+/// Where the stream stands: in `GET /v1/status` and `GET /v1/consumers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStatus {
+    /// The last committed event's `seq` (0 before the first).
+    pub last_seq: i64,
+    /// The oldest event kept (`keep_done`); null before the first.
+    pub oldest_seq: Option<i64>,
+}
+
+/// A named consumer of the stream: a `[hooks.NAME]` of the daemon or an outside
+/// `contactq follow --consumer NAME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerView {
+    pub name: String,
+    /// `exec` or `webhook` for a hook of the daemon, `outside` for any other.
+    pub kind: String,
+    /// Every event up to this `seq` that the consumer takes was delivered.
+    pub cursor: i64,
+    /// Events committed after the cursor (including those it does not take).
+    pub lag: i64,
+    /// Failed deliveries since the cursor last moved.
+    pub failures: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// `GET /v1/consumers` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerList {
+    pub stream: StreamStatus,
+    pub consumers: Vec<ConsumerView>,
 }
 
 /// `POST /v1/instances/{name}/pause|resume` answer.

@@ -477,3 +477,57 @@ async fn list_filters_by_chat_id_and_phone() {
     )
     .await;
 }
+
+/// Every card changed in bulk is one event of the stream, in the same transaction: a
+/// bulk cancel writes `cancelled` for each card it took, a bulk retry `queued` again.
+#[tokio::test]
+async fn bulk_changes_are_events_of_the_stream_one_per_card() {
+    let sb = sandbox().await;
+    let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    // Two cards fail for good (400); then three wait on a paused line.
+    sb.set_failures(None, 1.0, vec![400]);
+    let failed = [d.enqueue_ok(&card(0)).await, d.enqueue_ok(&card(1)).await];
+    for id in &failed {
+        d.wait_state(id, "failed", Duration::from_secs(10)).await;
+    }
+    pause(&d, "main").await;
+    let mut waiting = Vec::new();
+    for n in 2..5 {
+        waiting.push(d.enqueue_ok(&card(n)).await);
+    }
+    let (status, body) = d
+        .post("/v1/messages:cancel", &json!({"instance": "main"}))
+        .await;
+    assert_eq!((status, &body), (200, &json!({"count": 3, "more": false})));
+    let (status, body) = d
+        .post("/v1/messages:retry", &json!({"state": "failed"}))
+        .await;
+    assert_eq!((status, &body), (200, &json!({"count": 2, "more": false})));
+
+    let r = d
+        .client()
+        .send(contactq::cli::client::ApiRequest::get("/v1/events?after=0"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let events: Vec<Value> = String::from_utf8(r.body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_card = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["id"] == id)
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for id in &waiting {
+        assert_eq!(of_card(id), ["queued", "cancelled"], "{events:?}");
+    }
+    for id in &failed {
+        assert_eq!(of_card(id), ["queued", "failed", "queued"], "{events:?}");
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+}

@@ -26,6 +26,13 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// The events after the `after` asked for were deleted by retention: the oldest
+    /// kept is this one (410 with `oldest`).
+    #[error("events gone: the oldest kept is {0}")]
+    EventsGone(i64),
+    /// No consumer of the stream has this name.
+    #[error("unknown consumer: {0}")]
+    UnknownConsumer(String),
     /// No route has this path.
     #[error("no such endpoint")]
     NoRoute,
@@ -83,6 +90,19 @@ pub(super) fn truncated(mut text: String, max: usize) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, details) = match self {
+            ApiError::EventsGone(oldest) => {
+                let body = serde_json::json!({
+                    "error": "gone",
+                    "details": format!("events before {oldest} were deleted (queue.keep_done); start again from after={}", oldest - 1),
+                    "oldest": oldest,
+                });
+                return (StatusCode::GONE, Json(body)).into_response();
+            }
+            ApiError::UnknownConsumer(name) => (
+                StatusCode::NOT_FOUND,
+                "unknown consumer".to_string(),
+                format!("no consumer named '{name}' has a cursor"),
+            ),
             ApiError::BadRequest { error, details } => (StatusCode::BAD_REQUEST, error, details),
             ApiError::UnknownInstance(name) => (
                 StatusCode::NOT_FOUND,

@@ -116,10 +116,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
             quiet_hours: live.quiet.as_ref().map(ToString::to_string),
         });
     }
+    let (stream, consumers) = super::consumers::all(&state).await?;
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
+        stream: Some(stream),
+        consumers,
     }))
 }
 

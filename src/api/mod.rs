@@ -7,12 +7,16 @@
 mod backup;
 mod bulk;
 mod conn;
+mod consumers;
 mod enqueue;
 mod error;
+mod events;
 mod instances;
 mod messages;
 mod params;
 mod view;
+
+pub(crate) use view::event_view;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +43,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub lines: Arc<Lines>,
     pub started: Instant,
+    /// Ends the follow streams of `GET /v1/events` at shutdown.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
@@ -104,6 +110,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/{id}/retry", post(messages::retry))
         .route("/v1/status", get(instances::status))
+        .route("/v1/events", get(events::events))
+        .route("/v1/consumers", get(consumers::list))
+        .route(
+            "/v1/consumers/{name}",
+            get(consumers::get)
+                .put(consumers::put)
+                .delete(consumers::delete),
+        )
+        .route("/v1/consumers/{name}/failure", post(consumers::failure))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/health", get(instances::health))
         .fallback(|| async { ApiError::NoRoute })

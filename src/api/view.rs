@@ -1,6 +1,7 @@
 //! Turning stored rows into the API's message objects, with `position`, `eta` and
 //! `waitingFor` for queued cards computed from the live line state, the quiet hours
-//! and, for a card not yet due, its `notBefore`.
+//! and, for a card not yet due, its `notBefore`; and the stream's events and consumers
+//! into theirs (the hooks send the very same event objects).
 //!
 //! The store hands over ids and states as text; they are parsed into [`MessageId`] and
 //! [`MessageState`] here, once, and a row that does not parse is an internal error
@@ -11,10 +12,11 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
+use crate::event::EventKind;
 use crate::ids::MessageId;
-use crate::protocol::{HistoryEntry, MessageView};
+use crate::protocol::{ConsumerView, EventView, HistoryEntry, MessageView};
 use crate::state::MessageState;
-use crate::store::{EventRow, MessageRow};
+use crate::store::{ConsumerRow, EventRow, MessageRow, StreamEvent};
 
 /// A stored row's state, parsed.
 pub fn row_state(row: &MessageRow) -> Result<MessageState, ApiError> {
@@ -230,5 +232,49 @@ pub fn history_entry(event: &EventRow) -> HistoryEntry {
         attempt: event.attempt,
         http_status: event.http_status.and_then(|s| u16::try_from(s).ok()),
         detail: event.detail.clone(),
+    }
+}
+
+/// An event of the stream as `GET /v1/events` and the hooks send it: the card as it is
+/// now, with its state as of the event.
+pub(crate) fn event_view(event: &StreamEvent) -> Result<EventView, ApiError> {
+    let kind: EventKind = event
+        .event
+        .parse()
+        .map_err(|e| ApiError::Internal(format!("event {}: stored {e}", event.seq)))?;
+    let id: MessageId = event
+        .id
+        .parse()
+        .map_err(|e| ApiError::Internal(format!("event {}: stored {e}", event.seq)))?;
+    let message = match &event.message {
+        Some(row) => {
+            let mut view = message_view(row)?;
+            view.state = kind.state();
+            Some(view)
+        }
+        None => None,
+    };
+    Ok(EventView {
+        seq: event.seq,
+        at: format_ms(event.at),
+        id,
+        instance: event.instance.clone(),
+        event: kind,
+        message,
+    })
+}
+
+/// A consumer's cursor as `status` and `GET /v1/consumers` show it; `kind` is `exec`
+/// or `webhook` for a hook of the daemon, `outside` for any other.
+pub fn consumer_view(row: &ConsumerRow, kind: &str, last_seq: i64) -> ConsumerView {
+    ConsumerView {
+        name: row.name.clone(),
+        kind: kind.to_string(),
+        cursor: row.cursor,
+        lag: (last_seq - row.cursor).max(0),
+        failures: row.failures,
+        last_error: row.last_error.clone(),
+        last_error_at: row.last_error_at.map(format_ms),
+        updated_at: format_ms(row.updated_at),
     }
 }

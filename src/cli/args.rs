@@ -59,6 +59,9 @@ pub enum Command {
     /// Ask the instance's state now and end any back-off, so a re-authorized
     /// instance drains at once (quota holds and pause stay).
     Flush(InstanceArgs),
+    /// Print the event stream live (sent, failed, delivered, …), or feed it to a program
+    /// or a webhook as a named consumer with its cursor in the daemon's database.
+    Follow(FollowArgs),
     /// Write a consistent copy of the queue to DEST while the daemon runs.
     Backup(BackupArgs),
     /// Put a backup in place of the database (the daemon must be stopped); pauses every line.
@@ -194,6 +197,58 @@ pub struct ListArgs {
 
 /// The most messages one `GET /v1/messages` page holds (`limit`, docs/api.md §3).
 pub const MAX_LIST_LIMIT: i64 = 1000;
+
+/// `contactq follow`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FollowArgs {
+    /// Only this instance's events.
+    #[arg(long, value_name = "NAME", value_parser = non_empty())]
+    pub instance: Option<String>,
+    /// Start after this event (`seq`); 0 for every event kept. Default: the newest
+    /// event (only what happens from now on), or the consumer's cursor.
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+    /// Run as the named consumer: its cursor is kept in the daemon's database and
+    /// moves on after each delivery, so a restart goes on where it stopped (at least
+    /// once). Without --exec or --webhook the events are printed.
+    #[arg(long, value_name = "NAME", value_parser = non_empty())]
+    pub consumer: Option<String>,
+    /// Run PROG once per event (the event JSON on stdin, CONTACTQ_* in its environment);
+    /// arguments for it follow `--`.
+    #[arg(
+        long,
+        value_name = "PROG",
+        requires = "consumer",
+        conflicts_with = "webhook"
+    )]
+    pub exec: Option<String>,
+    /// Arguments of the --exec program.
+    #[arg(last = true, value_name = "ARG", requires = "exec")]
+    pub args: Vec<String>,
+    /// POST each event to URL, signed with --webhook-secret.
+    #[arg(long, value_name = "URL", requires = "consumer")]
+    pub webhook: Option<String>,
+    /// The secret the webhook requests are signed with (at least 16 characters).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CONTACTQ_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// The events delivered, comma-separated (default for --exec and --webhook: sent,
+    /// failed, expired, deliveryFailed; otherwise every event).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// How long one delivery may take before it counts as failed (the program is
+    /// killed).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
 
 /// `contactq backup`.
 #[derive(Debug, Clone, Args)]

@@ -216,6 +216,44 @@ impl Client {
         Ok(Ok(written))
     }
 
+    /// GETs `path` and, on a 200, hands back its body line by line as it arrives (the
+    /// NDJSON of `GET /v1/events`); any other answer is read whole and handed back.
+    /// Each line must arrive within `idle` (a follow stream's heartbeats see to it).
+    pub async fn lines(
+        &self,
+        path: &str,
+        idle: Duration,
+    ) -> Result<Result<Lines, ApiResponse>, ClientError> {
+        let (mut sender, driver) = self.connect().await?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| ClientError::Request(err.to_string()))?;
+        let response = tokio::time::timeout(self.timeout, sender.send_request(request))
+            .await
+            .map_err(|_| ClientError::TimedOut {
+                path: self.socket.clone(),
+                secs: self.timeout.as_secs(),
+            })??;
+        let status = response.status().as_u16();
+        let body = response.into_body();
+        if status != 200 {
+            let body = body.collect().await?.to_bytes();
+            driver.abort();
+            return Ok(Err(ApiResponse { status, body }));
+        }
+        Ok(Ok(Lines {
+            body,
+            pending: Vec::new(),
+            idle,
+            socket: self.socket.clone(),
+            _sender: sender,
+            driver,
+        }))
+    }
+
     async fn exchange(&self, request: ApiRequest) -> Result<ApiResponse, ClientError> {
         let (mut sender, driver) = self.connect().await?;
 
@@ -243,6 +281,56 @@ impl Client {
         drop(sender);
         driver.abort();
         Ok(ApiResponse { status, body })
+    }
+}
+
+/// A streamed answer, one line at a time.
+pub struct Lines {
+    body: hyper::body::Incoming,
+    pending: Vec<u8>,
+    idle: Duration,
+    socket: PathBuf,
+    _sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl Lines {
+    /// The next line (without its newline), or None once the daemon ended the answer.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return Ok(Some(
+                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
+                ));
+            }
+            let frame = tokio::time::timeout(self.idle, self.body.frame())
+                .await
+                .map_err(|_| ClientError::TimedOut {
+                    path: self.socket.clone(),
+                    secs: self.idle.as_secs(),
+                })?;
+            match frame {
+                None => {
+                    if self.pending.is_empty() {
+                        return Ok(None);
+                    }
+                    let rest = std::mem::take(&mut self.pending);
+                    return Ok(Some(String::from_utf8_lossy(&rest).into_owned()));
+                }
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }
 

@@ -62,6 +62,34 @@ pub fn status(
             table.push_line(line);
         }
     }
+    table.write_within(out, color, width)?;
+    consumers(out, view, color, width)
+}
+
+/// The stream's consumers under the instances: one row each with its lag, and its
+/// last error while it is failing.
+fn consumers(out: &mut dyn Write, view: &StatusView, color: bool, width: usize) -> io::Result<()> {
+    if view.consumers.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let mut table = Table::new(vec!["HOOK", "KIND", "CURSOR", "LAG", "FAILURES"]);
+    for c in &view.consumers {
+        table.push(vec![
+            truncate(&c.name, NAME_WIDTH).into(),
+            c.kind.clone().into(),
+            c.cursor.to_string().into(),
+            c.lag.to_string().into(),
+            Cell::colored(c.failures.to_string(), Some(RED).filter(|_| c.failures > 0)),
+        ]);
+        if let (true, Some(error)) = (c.failures > 0, &c.last_error) {
+            let room = width.saturating_sub(2);
+            table.push_line(format!(
+                "  {}",
+                truncate(&format!("last error: {error}"), room)
+            ));
+        }
+    }
     table.write_within(out, color, width)
 }
 

@@ -10,6 +10,7 @@ pub mod client;
 mod commands;
 mod display;
 mod error;
+mod follow;
 mod input;
 mod many;
 mod offline;
@@ -60,6 +61,7 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Pause(a) => commands::pause(&mut ctx, a, false).await,
         Command::Resume(a) => commands::pause(&mut ctx, a, true).await,
         Command::Flush(a) => commands::flush(&mut ctx, a).await,
+        Command::Follow(a) => follow::follow(&mut ctx, a).await,
         Command::Backup(a) => offline::backup(&mut ctx, a).await,
         Command::Restore(a) => offline::restore(&mut ctx, cli.config.as_deref(), a),
         Command::Completions { shell } => {

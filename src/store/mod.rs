@@ -29,12 +29,14 @@ use std::path::Path;
 pub use backup::{restore, verify_copy, RestoreReport};
 pub use error::{Cause, StoreError};
 pub use model::{
-    BulkAction, BulkFilter, BulkOutcome, ChatHold, EnqueueOutcome, EnqueueRequest, EventRow,
-    InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, UncertainCard,
+    BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
+    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
+    StreamEvent, UncertainCard,
 };
 pub use sqlite::{hot_queries, BULK_LIMIT, EXPIRY_BATCH, JOIN_BATCH};
 
 use crate::clock::now_ms;
+use crate::event::EventKind;
 use sqlite::SqliteStore;
 
 /// How the store is opened.
@@ -294,6 +296,75 @@ impl Store {
         on_backend!(self, b => b.counts(name).await)
     }
 
+    // --- the event stream (docs/api.md §11) and its consumers ---
+
+    /// The last committed event's `seq`, changing after each commit that adds events
+    /// (the follow stream and the hooks wait on it).
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<i64> {
+        on_backend!(self, b => b.subscribe_events())
+    }
+
+    /// Records a delivery change of a sent card with its event, in one transaction
+    /// (`kind` one of delivered, read, deliveryFailed, unconfirmed). False if the card
+    /// is gone.
+    pub async fn delivery_changed(
+        &self,
+        id: &str,
+        kind: EventKind,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.delivery_changed(id, kind, at).await)
+    }
+
+    /// Events after `after` (up to `limit`), of one instance or all, in `seq` order.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        instance: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        on_backend!(self, b => b.events_after(after, instance, limit).await)
+    }
+
+    /// The oldest kept and the last committed `seq`.
+    pub async fn stream_ends(&self) -> Result<StreamEnds, StoreError> {
+        on_backend!(self, b => b.stream_ends().await)
+    }
+
+    /// Deletes one batch of events older than `cutoff` (never the newest); returns how
+    /// many went. Call until it returns 0.
+    pub async fn delete_old_events(&self, cutoff: i64) -> Result<u64, StoreError> {
+        on_backend!(self, b => b.delete_old_events(cutoff).await)
+    }
+
+    /// Gives the consumer `name` the cursor `start` unless it already has one.
+    pub async fn start_consumer(&self, name: &str, start: i64) -> Result<(), StoreError> {
+        on_backend!(self, b => b.start_consumer(name, start).await)
+    }
+
+    /// Moves a consumer's cursor (creating it), ending its run of failures.
+    pub async fn set_consumer_cursor(&self, name: &str, cursor: i64) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_consumer_cursor(name, cursor).await)
+    }
+
+    /// Records a failed delivery of a consumer; false if it has no cursor.
+    pub async fn consumer_failed(&self, name: &str, error: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.consumer_failed(name, error).await)
+    }
+
+    /// Forgets a consumer's cursor; false if it had none.
+    pub async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.delete_consumer(name).await)
+    }
+
+    pub async fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError> {
+        on_backend!(self, b => b.consumer(name).await)
+    }
+
+    pub async fn consumers(&self) -> Result<Vec<ConsumerRow>, StoreError> {
+        on_backend!(self, b => b.consumers().await)
+    }
+
     // --- upkeep and backup ---
 
     /// Expires one batch of queued cards whose deadline has passed, oldest deadline
@@ -323,3 +394,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod stream_tests;

@@ -233,3 +233,38 @@ impl BulkOutcome {
         self.by_instance.iter().map(|(_, n)| n).sum()
     }
 }
+
+/// One numbered event of the stream (docs/api.md §11), with its card as it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub seq: i64,
+    pub at: i64,
+    /// The card's id.
+    pub id: String,
+    pub instance: String,
+    /// The event's wire name (an [`crate::event::EventKind`]).
+    pub event: String,
+    /// The card's row as it is when the event is read; None once retention took it.
+    pub message: Option<MessageRow>,
+}
+
+/// Where the stream begins and ends: the oldest `seq` kept (None before the first
+/// event) and the last one committed (0 before the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamEnds {
+    pub oldest: Option<i64>,
+    pub last: i64,
+}
+
+/// A named consumer of the stream and how far it got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerRow {
+    pub name: String,
+    /// Every event up to this `seq` that the consumer takes was delivered.
+    pub cursor: i64,
+    pub updated_at: i64,
+    /// Failed deliveries since the cursor last moved.
+    pub failures: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}

@@ -34,6 +34,8 @@ pub struct DaemonConfig {
     pub more_instances: Vec<(&'static str, &'static str)>,
     /// The database file, when not in the daemon's temp directory.
     pub database: Option<PathBuf>,
+    /// Tables appended after the instances (`[hooks.NAME]` …).
+    pub tables: String,
 }
 
 impl Default for DaemonConfig {
@@ -52,6 +54,7 @@ impl Default for DaemonConfig {
             instance_extra: String::new(),
             more_instances: Vec::new(),
             database: None,
+            tables: String::new(),
         }
     }
 }
@@ -123,6 +126,8 @@ impl TestDaemon {
                 delay = config.send_delay
             ));
         }
+        text.push('\n');
+        text.push_str(&config.tables);
         std::fs::write(&config_path, text).unwrap();
         let mut daemon = TestDaemon {
             log: dir.path().join("daemon.log"),

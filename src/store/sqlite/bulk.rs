@@ -1,13 +1,16 @@
 //! Bulk cancel and retry by filter (docs/api.md §11), inside the write thread's
 //! transaction: at most [`BULK_LIMIT`] cards a call, each changed with its history
-//! line, the counts kept by the same triggers as a single cancel or retry. Retried
-//! cards go to the tail of their line in their old order.
+//! line and its stream event (`cancelled`, or `queued` again), the counts kept by the
+//! same triggers as a single cancel or retry. Retried cards go to the tail of their
+//! line in their old order.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{params, Transaction};
 
 use super::events::INSERT_EVENT_BY_SEQ;
+use super::stream;
+use crate::event::EventKind;
 use crate::store::error::StoreError;
 use crate::store::model::{BulkAction, BulkFilter, BulkOutcome};
 
@@ -18,8 +21,8 @@ pub const BULK_LIMIT: usize = 10_000;
 pub const BULK_INSTANCES: &str = "SELECT DISTINCT instance FROM counts ORDER BY instance";
 
 /// Cards of one instance (?1) in one state (?2), optionally of one chat (?3) and
-/// enqueued before a time (?4), in line order, at most ?5: their place and seq.
-pub const BULK_SELECT: &str = "SELECT line_seq, seq FROM messages
+/// enqueued before a time (?4), in line order, at most ?5: their place, seq and id.
+pub const BULK_SELECT: &str = "SELECT line_seq, seq, id FROM messages
     WHERE instance = ?1 AND state = ?2 AND (?3 IS NULL OR chat_id = ?3)
       AND (?4 IS NULL OR enqueued_at < ?4)
     ORDER BY line_seq LIMIT ?5";
@@ -70,7 +73,7 @@ pub(super) fn run(
             outcome.more = true;
             picked.truncate(budget);
         }
-        let changed = apply(tx, &picked, action, now, line_counter)?;
+        let changed = apply(tx, instance, &picked, action, now, line_counter)?;
         budget -= picked.len();
         if changed > 0 {
             outcome.by_instance.push((instance.clone(), changed));
@@ -86,13 +89,13 @@ fn select(
     states: &[&str],
     filter: &BulkFilter,
     limit: usize,
-) -> rusqlite::Result<Vec<(i64, i64)>> {
+) -> rusqlite::Result<Vec<Picked>> {
     let mut statement = tx.prepare_cached(BULK_SELECT)?;
-    let mut picked: Vec<(i64, i64)> = Vec::new();
+    let mut picked: Vec<Picked> = Vec::new();
     for state in states {
         let rows = statement.query_map(
             params![instance, state, filter.chat_id, filter.before, limit as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         for row in rows {
             picked.push(row?);
@@ -103,11 +106,15 @@ fn select(
     Ok(picked)
 }
 
-/// Changes the picked cards (in the order given), each with its history line;
-/// returns how many changed.
+/// A selected card: its place in line, seq and id.
+type Picked = (i64, i64, String);
+
+/// Changes the picked cards of `instance` (in the order given), each with its history
+/// line and stream event; returns how many changed.
 fn apply(
     tx: &Transaction<'_>,
-    picked: &[(i64, i64)],
+    instance: &str,
+    picked: &[Picked],
     action: BulkAction,
     now: i64,
     line_counter: &AtomicI64,
@@ -117,9 +124,10 @@ fn apply(
     match action {
         BulkAction::Cancel => {
             let mut cancel = tx.prepare_cached(BULK_CANCEL)?;
-            for (_, seq) in picked {
+            for (_, seq, id) in picked {
                 if cancel.execute(params![seq, now])? == 1 {
                     event.execute(params![seq, now, "cancelled", "bulk cancel"])?;
+                    stream::add(tx, now, id, instance, EventKind::Cancelled)?;
                     changed += 1;
                 }
             }
@@ -127,10 +135,11 @@ fn apply(
         BulkAction::Retry { max_age_ms } => {
             let mut retry = tx.prepare_cached(BULK_RETRY)?;
             let expires = now.saturating_add(max_age_ms);
-            for (_, seq) in picked {
+            for (_, seq, id) in picked {
                 let line = line_counter.fetch_add(1, Ordering::SeqCst);
                 if retry.execute(params![seq, line, now, expires])? == 1 {
                     event.execute(params![seq, now, "retried", "bulk retry"])?;
+                    stream::add(tx, now, id, instance, EventKind::Queued)?;
                     changed += 1;
                 }
             }

@@ -7,8 +7,9 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::events;
 use super::rows::{self, ONE_MESSAGE};
+use super::{events, stream};
+use crate::event::EventKind;
 use crate::store::error::StoreError;
 use crate::store::model::MessageRow;
 
@@ -43,7 +44,7 @@ pub const CLEAR_CHAT_HOLDS: &str = "DELETE FROM chat_holds WHERE instance = ?1";
 /// Cancels a queued card; Conflict (with its state) if it is not queued.
 pub(super) fn cancel(tx: &Transaction<'_>, id: &str, now: i64) -> Result<MessageRow, StoreError> {
     let changed = tx.prepare_cached(CANCEL)?.execute(params![id, now])?;
-    changed_row(tx, id, changed, now, "cancelled")
+    changed_row(tx, id, changed, now, "cancelled", EventKind::Cancelled)
 }
 
 /// Puts a failed or expired card at place `line` with a fresh expiry, as if enqueued
@@ -61,17 +62,19 @@ pub(super) fn retry(
         now,
         now.saturating_add(max_age_ms)
     ])?;
-    changed_row(tx, id, changed, now, "retried")
+    changed_row(tx, id, changed, now, "retried", EventKind::Queued)
 }
 
-/// The row after a state change of `changed` rows, with its history line; NotFound or
-/// Conflict (nothing was changed, so nothing is written).
+/// The row after a state change of `changed` rows, with its history line and its event
+/// `kind` in the stream; NotFound or Conflict (nothing was changed, so nothing is
+/// written).
 fn changed_row(
     tx: &Transaction<'_>,
     id: &str,
     changed: usize,
     now: i64,
     event: &str,
+    kind: EventKind,
 ) -> Result<MessageRow, StoreError> {
     let row = tx
         .prepare_cached(ONE_MESSAGE)?
@@ -82,6 +85,7 @@ fn changed_row(
         return Err(StoreError::Conflict(row.state));
     }
     events::add(tx, id, now, event, None, None, None)?;
+    stream::add(tx, now, id, &row.instance, kind)?;
     Ok(row)
 }
 

@@ -10,6 +10,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::rows::{self, ONE_MESSAGE};
+use super::stream;
+use crate::event::EventKind;
 use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
@@ -102,7 +104,10 @@ fn plan_job(
 
 fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_ROW)?;
-    // No `enqueued` event row: the history reads it from the card's own row.
+    // Each card's `queued` event of the stream (docs/api.md §11): the one statement of
+    // [`stream::ADD`], prepared once for the whole batch. No `enqueued` history row:
+    // the history reads it from the card's own row.
+    let mut event = tx.prepare_cached(stream::ADD)?;
     for r in rows {
         insert.execute(params![
             r.id,
@@ -117,6 +122,12 @@ fn insert_rows(tx: &Transaction<'_>, rows: &[MessageRow]) -> Result<(), StoreErr
             r.expires_at,
             r.not_before,
             r.due_at
+        ])?;
+        event.execute(params![
+            r.enqueued_at,
+            r.id,
+            r.instance,
+            EventKind::Queued.as_str()
         ])?;
     }
     Ok(())

@@ -7,7 +7,8 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::events;
+use super::{events, stream};
+use crate::event::EventKind;
 use crate::store::model::SendOutcomeRecord;
 
 /// The claim of a card (?1 id, ?2 now): `sending`, the attempt counted. Never on a
@@ -22,13 +23,13 @@ pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attem
 pub const LAST_SEND: &str = "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
     ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at";
 
-/// Outcome `sent` (?1 id, ?2 idMessage, ?3 now).
+/// Outcome `sent` (?1 id, ?2 idMessage, ?3 now); answers the instance if it changed.
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
-    ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending'";
+    ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending' RETURNING instance";
 
-/// Outcome `failed` (?1 id, ?2 error, ?3 now).
+/// Outcome `failed` (?1 id, ?2 error, ?3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = ?2,
-    ended_at = ?3 WHERE id = ?1 AND state = 'sending'";
+    ended_at = ?3 WHERE id = ?1 AND state = 'sending' RETURNING instance";
 
 /// Outcome: back to `queued`, keeping its place (?1 id, ?2 error).
 pub const OUTCOME_REQUEUE: &str = "UPDATE messages SET state = 'queued', last_error = ?2
@@ -60,8 +61,8 @@ pub(super) fn claim(
     Ok(Some(attempt))
 }
 
-/// Records an attempt's outcome: the state change (only from `sending`) and its
-/// history line.
+/// Records an attempt's outcome: the state change (only from `sending`), its history
+/// line and, for `sent` and `failed`, its event in the stream.
 pub(super) fn outcome(
     tx: &Transaction<'_>,
     id: &str,
@@ -70,8 +71,13 @@ pub(super) fn outcome(
 ) -> rusqlite::Result<()> {
     let (event, status, detail) = match outcome {
         SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
-            tx.prepare_cached(OUTCOME_SENT)?
-                .execute(params![id, id_message, now])?;
+            let changed: Option<String> = tx
+                .prepare_cached(OUTCOME_SENT)?
+                .query_row(params![id, id_message, now], |r| r.get(0))
+                .optional()?;
+            if let Some(instance) = changed {
+                stream::add(tx, now, id, &instance, EventKind::Sent)?;
+            }
             let event = match outcome {
                 SendOutcomeRecord::Sent { .. } => "sent",
                 _ => "reconciled",
@@ -79,8 +85,13 @@ pub(super) fn outcome(
             (event, Some(200), id_message.as_str())
         }
         SendOutcomeRecord::Failed { error, http_status } => {
-            tx.prepare_cached(OUTCOME_FAILED)?
-                .execute(params![id, error, now])?;
+            let changed: Option<String> = tx
+                .prepare_cached(OUTCOME_FAILED)?
+                .query_row(params![id, error, now], |r| r.get(0))
+                .optional()?;
+            if let Some(instance) = changed {
+                stream::add(tx, now, id, &instance, EventKind::Failed)?;
+            }
             ("failed", *http_status, error.as_str())
         }
         SendOutcomeRecord::Requeue { error, http_status } => {

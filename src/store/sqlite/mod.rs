@@ -10,11 +10,13 @@
 //!   `notBefore` came ([`due`]) are closures of the write thread too;
 //! - every read runs on a pool of read-only connections ([`reads`]);
 //! - rows become records in [`rows`]; history lines are written by [`events`];
+//! - the numbered event stream, its counter and the consumers' cursors are [`stream`]'s
+//!   (every change above adds its event there, in its own transaction);
 //! - SQLite's errors become the store's in [`error`].
 //!
 //! The imports run one way: this file → `writer` → `enqueue`, `line`; this file →
-//! `changes`, `upkeep`, `reads`; all of them → `rows`, `events` and the records of
-//! `crate::store`. The files that hold SQL never call back into this one.
+//! `changes`, `upkeep`, `reads`, `stream`; all of them → `rows`, `events`, `stream` and
+//! the records of `crate::store`. The files that hold SQL never call back into this one.
 
 mod bulk;
 mod changes;
@@ -25,6 +27,7 @@ mod events;
 mod line;
 mod reads;
 mod rows;
+mod stream;
 mod upkeep;
 mod writer;
 
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use tokio::sync::watch;
 
 pub use bulk::BULK_LIMIT;
 pub use due::JOIN_BATCH;
@@ -44,9 +48,11 @@ pub use upkeep::EXPIRY_BATCH;
 use super::error::{Cause, StoreError};
 use super::guard::{self, Identity};
 use super::model::{
-    BulkAction, BulkFilter, BulkOutcome, ChatHold, EnqueueOutcome, EnqueueRequest, EventRow,
-    InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, UncertainCard,
+    BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
+    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
+    StreamEvent, UncertainCard,
 };
+use crate::event::EventKind;
 
 /// `PRAGMA max_page_count` for a cap of `pages`: a little above it, as a hard backstop
 /// behind the enqueue check (so the drain can still record outcomes at the cap).
@@ -66,6 +72,9 @@ pub struct SqliteStore {
     enqueue_page_cap: Option<u64>,
     /// The database and WAL files as opened; checked before a write is answered.
     identity: Arc<Identity>,
+    /// The event stream's last committed `seq`, moved by the write thread after each
+    /// commit that added events.
+    events: watch::Receiver<i64>,
 }
 
 impl SqliteStore {
@@ -102,6 +111,10 @@ impl SqliteStore {
         let next_line: i64 = sqlx::query_scalar(reads::NEXT_LINE)
             .fetch_one(&migrator)
             .await?;
+        let last_event: i64 = sqlx::query_scalar(stream::COUNTER)
+            .fetch_one(&migrator)
+            .await?;
+        let (events_tx, events) = watch::channel(last_event);
         let write_conn = writer::open(path, max_page_count)?;
         let read = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
@@ -118,6 +131,7 @@ impl SqliteStore {
             max_page_count,
             line_counter.clone(),
             identity.clone(),
+            events_tx,
         )?;
         migrator.close().await;
         watch_identity(Arc::downgrade(&identity));
@@ -127,6 +141,7 @@ impl SqliteStore {
             line_counter,
             enqueue_page_cap: max_page_count,
             identity,
+            events,
         })
     }
 
@@ -333,6 +348,82 @@ impl SqliteStore {
             .await
     }
 
+    // --- the event stream and its consumers ---
+
+    pub fn subscribe_events(&self) -> watch::Receiver<i64> {
+        self.events.clone()
+    }
+
+    pub async fn delivery_changed(
+        &self,
+        id: &str,
+        kind: EventKind,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.writer
+            .run(move |tx| stream::delivery_change(tx, &id, kind, at))
+            .await
+    }
+
+    pub async fn delete_old_events(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |tx| Ok(stream::delete_old(tx, cutoff, upkeep::RETENTION_BATCH)?))
+            .await
+    }
+
+    pub async fn start_consumer(&self, name: &str, start: i64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        let now = crate::clock::now_ms();
+        self.writer
+            .run(move |tx| Ok(stream::start_consumer(tx, &name, start, now)?))
+            .await
+    }
+
+    pub async fn set_consumer_cursor(&self, name: &str, cursor: i64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        let now = crate::clock::now_ms();
+        self.writer
+            .run(move |tx| Ok(stream::set_cursor(tx, &name, cursor, now)?))
+            .await
+    }
+
+    pub async fn consumer_failed(&self, name: &str, error: &str) -> Result<bool, StoreError> {
+        let (name, error) = (name.to_string(), error.to_string());
+        let now = crate::clock::now_ms();
+        self.writer
+            .run(move |tx| Ok(stream::consumer_failed(tx, &name, &error, now)?))
+            .await
+    }
+
+    pub async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.writer
+            .run(move |tx| Ok(stream::delete_consumer(tx, &name)?))
+            .await
+    }
+
+    pub async fn events_after(
+        &self,
+        after: i64,
+        instance: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        stream::after(&self.read, after, instance, limit).await
+    }
+
+    pub async fn stream_ends(&self) -> Result<StreamEnds, StoreError> {
+        stream::ends(&self.read).await
+    }
+
+    pub async fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError> {
+        stream::consumer(&self.read, name).await
+    }
+
+    pub async fn consumers(&self) -> Result<Vec<ConsumerRow>, StoreError> {
+        stream::consumers(&self.read).await
+    }
+
     // --- reads: the read-only pool ---
 
     pub async fn message(&self, id: &str) -> Result<MessageRow, StoreError> {
@@ -430,6 +521,12 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("enqueue: record the key", enqueue::INSERT_KEY),
         ("history line by id", events::INSERT_EVENT),
         ("history line by seq", events::INSERT_EVENT_BY_SEQ),
+        ("stream: event", stream::ADD),
+        ("stream: seal", stream::SEAL),
+        ("stream: after", stream::STREAM_AFTER),
+        ("stream: ends", stream::ENDS),
+        ("stream: oldest", stream::OLDEST),
+        ("stream: retention", stream::DELETE_UP_TO),
         ("next to send", reads::HEAD_ROWS),
         ("next to send, chats held", reads::HEAD_ROWS_SKIPPING),
         ("card in flight", reads::IN_FLIGHT),

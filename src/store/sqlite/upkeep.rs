@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Transaction};
 
 use super::events::INSERT_EVENT_BY_SEQ;
+use super::stream;
+use crate::event::EventKind;
 
 /// Rows deleted per retention transaction.
 pub const RETENTION_BATCH: i64 = 500;
@@ -18,9 +20,9 @@ pub const EXPIRY_BATCH: i64 = 1000;
 pub const DUE_FOR_EXPIRY: &str = "SELECT seq FROM messages
     WHERE state = 'queued' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
-/// One card expired (?1 seq, ?2 now); answers its instance.
+/// One card expired (?1 seq, ?2 now); answers its instance and id.
 pub const EXPIRE: &str = "UPDATE messages SET state = 'expired', ended_at = ?2
-    WHERE seq = ?1 AND state = 'queued' RETURNING instance";
+    WHERE seq = ?1 AND state = 'queued' RETURNING instance, id";
 
 /// The cards that ended before ?1, oldest first, ?2 at most: their seq and key.
 pub const ENDED_BEFORE: &str = "SELECT seq, instance, idempotency_key FROM messages
@@ -45,8 +47,10 @@ pub(super) fn expire_due(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<Vec
     let mut event = tx.prepare_cached(INSERT_EVENT_BY_SEQ)?;
     let mut by_instance: BTreeMap<String, u64> = BTreeMap::new();
     for seq in due {
-        let instance: String = expire.query_row(params![seq, now], |r| r.get(0))?;
+        let (instance, id): (String, String) =
+            expire.query_row(params![seq, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
         event.execute(params![seq, now, "expired", "not sent within max_age"])?;
+        stream::add(tx, now, &id, &instance, EventKind::Expired)?;
         *by_instance.entry(instance).or_default() += 1;
     }
     Ok(by_instance.into_iter().collect())

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::enqueue::{self, QUEUED_COUNTS, SCHEDULED_COUNT, SCHEDULED_COUNTS};
 use super::line;
+use super::stream;
 use crate::clock::now_ms;
 use crate::store::error::StoreError;
 use crate::store::guard::Identity;
@@ -211,6 +212,7 @@ pub(super) fn spawn(
     max_page_count: Option<u64>,
     line_counter: Arc<AtomicI64>,
     identity: Arc<Identity>,
+    events: watch::Sender<i64>,
 ) -> Result<Handle, StoreError> {
     let (jobs_tx, jobs_rx) = mpsc::channel(8192);
     let state = Thread {
@@ -219,6 +221,8 @@ pub(super) fn spawn(
         line_counter,
         identity,
         ids: ulid::Generator::new(),
+        events,
+        sealed: None,
     };
     std::thread::Builder::new()
         .name("contactq-writer".into())
@@ -252,6 +256,11 @@ struct Thread {
     line_counter: Arc<AtomicI64>,
     identity: Arc<Identity>,
     ids: ulid::Generator,
+    /// The event stream's last committed `seq`, told to its readers after each commit
+    /// that moved it (`GET /v1/events?follow=true`, the hooks).
+    events: watch::Sender<i64>,
+    /// The counter the group being written sealed, if it added events.
+    sealed: Option<i64>,
 }
 
 impl Thread {
@@ -311,6 +320,10 @@ impl Thread {
         match result.and_then(|answers| self.identity.verify().map(|()| answers)) {
             Ok(answers) => {
                 *conn = Some(connection);
+                // Readers see the commit before they hear of it.
+                if let Some(last) = self.sealed.take() {
+                    self.events.send_replace(last);
+                }
                 for (job, answer) in group.into_iter().zip(answers) {
                     match (job, answer) {
                         (Job::Enqueue { reply, .. }, Answer::Enqueue(outcome)) => {
@@ -336,6 +349,7 @@ impl Thread {
         group: &mut [Job],
     ) -> Result<Vec<Answer>, StoreError> {
         let now = now_ms();
+        self.sealed = None;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(group.len());
         // Per instance: the cards added, and how many of them are not yet due.
@@ -392,7 +406,10 @@ impl Thread {
                 counts.push((instance.to_string(), queued - not_due));
             }
         }
+        // The last statement before COMMIT (docs/api.md §11): the counter readers stop at.
+        let sealed = stream::seal(&tx)?;
         tx.commit()?;
+        self.sealed = sealed;
         fill_positions(&mut answers, &counts);
         Ok(answers)
     }

@@ -1,0 +1,229 @@
+//! Hooks: the daemon's named consumers of the event stream (`[hooks.NAME]`, docs/api.md
+//! §11), one task each, apart from the drains, so a failing or hanging hook never holds
+//! a line.
+//!
+//! Each hook has a cursor in the database (through the write thread): every event it
+//! takes up to the cursor was delivered. The task reads the events after the cursor in
+//! `seq` order and delivers them one at a time ([`Deliverer`]: [`exec`] or [`webhook`]);
+//! the cursor moves on only after a delivery succeeded (exit 0, a 2xx), so a crash or
+//! `kill -9` at any point delivers the event again after the restart: at least once.
+//! A failure is recorded (`status`, metrics) and retried after a back-off that doubles
+//! from `retry_initial` to `retry_max`. Events the hook does not take move the cursor
+//! on without a delivery. A new hook starts at the newest event: it is told of what
+//! happens from its first start on.
+//!
+//! `contactq follow --consumer` runs the same [`Deliverer`] outside the daemon.
+
+pub mod exec;
+pub mod webhook;
+
+use std::time::Duration;
+
+use crate::config::{HookSettings, HookTarget};
+use crate::event::EventKind;
+use crate::protocol::EventView;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+
+/// Events read from the store at a time.
+const PAGE: i64 = 200;
+/// The wait after the store failed to answer.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Delivers one event to an exec program or a webhook.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    pub target: HookTarget,
+    pub timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl Deliverer {
+    pub fn new(target: HookTarget, timeout: Duration) -> Result<Deliverer, String> {
+        Ok(Deliverer {
+            target,
+            timeout,
+            http: webhook::client()?,
+        })
+    }
+
+    /// One delivery of `event`: Ok once the program exited 0 or the URL answered 2xx.
+    pub async fn deliver(&self, event: &EventView) -> Result<(), String> {
+        let body = serde_json::to_vec(event).map_err(|e| format!("event {}: {e}", event.seq))?;
+        match &self.target {
+            HookTarget::Exec(argv) => exec::run(argv, event, &body, self.timeout).await,
+            HookTarget::Webhook { url, secret } => {
+                webhook::post(&self.http, url, secret, event.seq, &body, self.timeout).await
+            }
+        }
+    }
+}
+
+/// The wait before the next try after `failures` failures in a row.
+pub fn back_off(initial: Duration, max: Duration, failures: u32) -> Duration {
+    initial
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
+        .min(max)
+}
+
+/// Starts one task per hook; each ends at shutdown.
+pub fn spawn_all(
+    hooks: impl Iterator<Item = HookSettings>,
+    store: &Store,
+    shutdown: &Shutdown,
+) -> Result<tokio::task::JoinSet<()>, String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for hook in hooks {
+        let deliverer = Deliverer::new(hook.target.clone(), hook.timeout)?;
+        tasks.spawn(run(hook, deliverer, store.clone(), shutdown.clone()));
+    }
+    Ok(tasks)
+}
+
+/// One hook until shutdown.
+async fn run(hook: HookSettings, deliverer: Deliverer, store: Store, mut shutdown: Shutdown) {
+    let mut cursor = loop {
+        match start(&hook.name, &store).await {
+            Ok(cursor) => break cursor,
+            Err(error) => {
+                tracing::warn!(hook = %hook.name, %error, "hook: cannot read its cursor; will try again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_RETRY) => {}
+            _ = shutdown.recv() => return,
+        }
+    };
+    tracing::info!(hook = %hook.name, kind = hook.target.kind(), cursor, "hook started");
+    let mut committed = store.subscribe_events();
+    loop {
+        committed.borrow_and_update();
+        let step = tokio::select! {
+            step = turn(&hook, &deliverer, &store, &mut cursor) => step,
+            _ = shutdown.recv() => return,
+        };
+        match step {
+            Ok(true) => continue,
+            Ok(false) => {
+                tokio::select! {
+                    changed = committed.changed() => if changed.is_err() { return },
+                    _ = shutdown.recv() => return,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(hook = %hook.name, %error, "hook: the store did not answer; will try again");
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_RETRY) => {}
+                    _ = shutdown.recv() => return,
+                }
+            }
+        }
+    }
+}
+
+/// The hook's cursor, created at the newest event the first time.
+async fn start(name: &str, store: &Store) -> Result<i64, StoreError> {
+    let last = store.stream_ends().await?.last;
+    store.start_consumer(name, last).await?;
+    match store.consumer(name).await? {
+        Some(row) => Ok(row.cursor),
+        None => Err(StoreError::database("the hook's cursor was not kept")),
+    }
+}
+
+/// Delivers the next page of events after `cursor`; true if there may be more.
+async fn turn(
+    hook: &HookSettings,
+    deliverer: &Deliverer,
+    store: &Store,
+    cursor: &mut i64,
+) -> Result<bool, StoreError> {
+    let ends = store.stream_ends().await?;
+    if let Some(oldest) = ends.oldest.filter(|oldest| *cursor + 1 < *oldest) {
+        let error = format!(
+            "events {} to {} were deleted by retention (queue.keep_done) before delivery",
+            *cursor + 1,
+            oldest - 1
+        );
+        tracing::error!(hook = %hook.name, %error, "hook: events lost");
+        store.consumer_failed(&hook.name, &error).await?;
+        *cursor = oldest - 1;
+        store.set_consumer_cursor(&hook.name, *cursor).await?;
+    }
+    let page = store.events_after(*cursor, None, PAGE).await?;
+    let mut skipped = false;
+    for event in &page {
+        let view = match crate::api::event_view(event) {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::error!(hook = %hook.name, seq = event.seq, %error, "hook: an event cannot be read; skipped");
+                *cursor = event.seq;
+                skipped = true;
+                continue;
+            }
+        };
+        if !takes(hook, view.event) {
+            *cursor = event.seq;
+            skipped = true;
+            continue;
+        }
+        if skipped {
+            // So `status` shows where the hook waits while this delivery fails.
+            store.set_consumer_cursor(&hook.name, *cursor).await?;
+        }
+        deliver_until_done(hook, deliverer, store, &view).await?;
+        *cursor = event.seq;
+        skipped = false;
+        store.set_consumer_cursor(&hook.name, *cursor).await?;
+    }
+    if skipped {
+        store.set_consumer_cursor(&hook.name, *cursor).await?;
+    }
+    crate::metrics::hook_lag(&hook.name, (ends.last - *cursor).max(0));
+    Ok(page.len() as i64 == PAGE)
+}
+
+fn takes(hook: &HookSettings, kind: EventKind) -> bool {
+    hook.events.contains(&kind)
+}
+
+/// Delivers `event`, retrying after each failure (recorded) until it succeeds.
+async fn deliver_until_done(
+    hook: &HookSettings,
+    deliverer: &Deliverer,
+    store: &Store,
+    event: &EventView,
+) -> Result<(), StoreError> {
+    let mut failures = 0u32;
+    loop {
+        match deliverer.deliver(event).await {
+            Ok(()) => {
+                crate::metrics::hook_delivered(&hook.name);
+                tracing::debug!(hook = %hook.name, seq = event.seq, "hook delivered");
+                return Ok(());
+            }
+            Err(error) => {
+                failures += 1;
+                crate::metrics::hook_failed(&hook.name);
+                let wait = back_off(hook.retry_initial, hook.retry_max, failures);
+                tracing::warn!(hook = %hook.name, seq = event.seq, event = %event.event,
+                    %error, retry_in_ms = wait.as_millis() as u64, "hook delivery failed");
+                store.consumer_failed(&hook.name, &error).await?;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_from_the_first_wait_up_to_the_cap() {
+        let s = Duration::from_secs;
+        let waits: Vec<_> = (1..=6).map(|n| back_off(s(1), s(10), n)).collect();
+        assert_eq!(waits, vec![s(1), s(2), s(4), s(8), s(10), s(10)]);
+        assert_eq!(back_off(s(1), s(300), 1000), s(300));
+    }
+}
