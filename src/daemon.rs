@@ -114,8 +114,13 @@ pub async fn run_until(
         drains.spawn(drain.run(shutdown.clone()));
     }
     // The hooks run apart from the drains: none of them can hold a line.
-    let mut hooks = crate::hooks::spawn_all(settings.hooks.values().cloned(), &store, &shutdown)
-        .map_err(std::io::Error::other)?;
+    let mut hooks = crate::hooks::spawn_all(
+        settings.hooks.values().cloned(),
+        crate::hooks::Secrets::of(&settings),
+        &store,
+        &shutdown,
+    )
+    .map_err(std::io::Error::other)?;
     let expiry = crate::clock::ExpiryClock::new(clock);
     let upkeep = tokio::spawn(upkeep(
         store.clone(),

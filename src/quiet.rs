@@ -63,7 +63,9 @@ impl QuietHours {
         } else {
             return None;
         };
-        self.instant(end_date, self.end).map(|end| end.max(at + 1))
+        // In the second pass of an hour repeated by a DST change, the window's end (its
+        // first pass, docs/api.md §11) is already behind: the moment is outside.
+        self.instant(end_date, self.end).filter(|&end| end > at)
     }
 
     /// The first moment at or after `at` (outside a window) at which a window starts.

@@ -83,6 +83,12 @@ fn the_repeated_hour_when_dst_ends_uses_the_first_pass() {
         quiet.end_if_inside(clock.wall_ms()),
         Some(utc("2026-10-25T00:45:00Z"))
     );
+    // The second pass of 02:20 (CET): the window's end is behind, so the moment is
+    // outside it, not a window that ends a millisecond from now (the drain would spin
+    // through the whole repeated half hour).
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(clock.wall_ms(), utc("2026-10-25T01:20:00Z"));
+    assert_eq!(quiet.end_if_inside(clock.wall_ms()), None);
     // The night after the change: 22:00-08:00 is eleven hours long.
     let night = QuietHours::parse("22:00-08:00", "Europe/Berlin").unwrap();
     let start = utc("2026-10-24T20:00:00Z"); // 22:00 CEST

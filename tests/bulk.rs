@@ -76,6 +76,7 @@ async fn bulk_cancel_by_each_filter_and_their_combination_touches_only_queued_ca
         (json!({"state": "sent"}), "'state'"),
         (json!({"state": "loud"}), "'state'"),
         (json!({"chatId": 7}), "'chatId'"),
+        (json!({"chatId": "11001234567@c.uss"}), "'chatId' must be"),
         (json!({"before": "yesterday"}), "'before'"),
     ] {
         let (status, body) = d.post("/v1/messages:cancel", &filter).await;
@@ -448,6 +449,15 @@ async fn list_filters_by_chat_id_and_phone() {
         ))
         .await;
     assert!(ids(&body).is_empty(), "{body}");
+    let (status, body) = d.get("/v1/messages?chatId=11001234567").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["details"]
+            .as_str()
+            .unwrap()
+            .contains("'chatId' must be"),
+        "{body}"
+    );
     let (status, body) = d.get("/v1/messages?phone=79x").await;
     assert_eq!(status, 400, "{body}");
     assert!(

@@ -298,3 +298,29 @@ async fn follow_prints_each_event_as_one_json_line() {
         ]
     );
 }
+
+/// A mistyped or repeated parameter of `/v1/events` is refused naming it, rather than
+/// streaming from the start; an `after` at the top of the range is no overflow.
+#[tokio::test]
+async fn the_events_query_refuses_unknown_and_repeated_parameters() {
+    let sb = sandbox().await;
+    let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    d.enqueue_ok(&card(0)).await;
+    for (query, named) in [
+        ("afer=0", "'afer' is not a parameter"),
+        ("after=1&after=2", "'after' is given twice"),
+        ("after=-1", "'after' must be"),
+        ("follow=yes", "'follow' must be true or false"),
+    ] {
+        let (status, body) = d.get(&format!("/v1/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.to_string().contains(named), "{query}: {body}");
+    }
+    let r = d
+        .client()
+        .send(ApiRequest::get(format!("/v1/events?after={}", i64::MAX)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body.is_empty());
+}

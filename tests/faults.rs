@@ -127,7 +127,22 @@ async fn throttling_is_retried_after_retry_after_keeping_the_card_at_the_head() 
 #[tokio::test]
 async fn a_refused_connection_backs_off_and_loses_nothing() {
     let sb = sandbox().await;
-    let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
+    // The authorization asked before the sandbox goes away stays fresh for the whole
+    // test (a send starts only with a fresh one), however slow the machine.
+    let d = TestDaemon::start(
+        &sb,
+        DaemonConfig {
+            state_poll: "60s",
+            ..Default::default()
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the instance authorized",
+        || async { d.status().await["authorization"] == "authorized" },
+    )
+    .await;
     let url = sb.url();
     sb.shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -496,3 +496,62 @@ async fn mistakes_in_a_hook_exit_78_naming_the_key() {
         assert!(stderr.contains(key), "{table}: {stderr}");
     }
 }
+
+/// A hook program does not inherit the daemon's environment (it may carry the API
+/// token or a secret): it sees PATH and the like and its CONTACTQ_* variables only. And
+/// whatever it prints on failure is stored with the token cut out.
+#[tokio::test]
+async fn a_hook_sees_none_of_the_daemons_environment_and_its_errors_hide_the_token() {
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env_dump = dir.path().join("env.txt");
+    let program = script(
+        dir.path(),
+        "hook.sh",
+        &format!(
+            "env | sort > {dump}\necho \"leaking {token}\" >&2\nexit 3",
+            dump = env_dump.display(),
+            token = common::TOKEN
+        ),
+    );
+    let d = TestDaemon::start_with_env(
+        &sb,
+        DaemonConfig {
+            tables: exec_hook("leaky", &program, "events = [\"queued\"]"),
+            ..Default::default()
+        },
+        &[("SECRET_PROBE", "do-not-pass-me")],
+    )
+    .await;
+    d.enqueue_ok(&card(0)).await;
+    eventually(Duration::from_secs(10), "the hook failed once", || async {
+        consumer(&d, "leaky").await["failures"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    assert!(!env.contains("SECRET_PROBE"), "{env}");
+    assert!(!env.contains(common::TOKEN), "{env}");
+    assert!(env.contains("CONTACTQ_EVENT=queued"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    for name in names {
+        assert!(
+            name.starts_with("CONTACTQ_")
+                || [
+                    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "TMPDIR"
+                ]
+                .contains(&name)
+                || name == "PWD" // set by the shell itself
+                || name == "SHLVL"
+                || name == "_",
+            "{name} reached the hook: {env}"
+        );
+    }
+    let error = consumer(&d, "leaky").await["lastError"].to_string();
+    assert!(error.contains("leaking ***"), "{error}");
+    assert!(!error.contains(common::TOKEN), "{error}");
+    assert!(!d.logs().contains(common::TOKEN), "the log holds the token");
+}

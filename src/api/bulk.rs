@@ -102,7 +102,9 @@ fn filter(state: &AppState, body: &[u8], allowed: &[MessageState]) -> Result<Bul
                 })
         })
         .transpose()?;
-    let chat_id = text(&object, "chatId")?;
+    let chat_id = text(&object, "chatId")?
+        .map(|c| super::params::chat_id("invalid filter", c))
+        .transpose()?;
     let before = text(&object, "before")?
         .map(|t| super::params::time("before", &t))
         .transpose()?;

@@ -15,7 +15,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
@@ -30,12 +29,39 @@ const PAGE: i64 = 1000;
 pub const HEARTBEAT_SECS: u64 = 15;
 const MAX_HEARTBEAT_SECS: u64 = 300;
 
-#[derive(Debug, Deserialize)]
+/// The query's parameters, each given at most once.
+#[derive(Debug, Default)]
 pub struct EventsQuery {
     after: Option<String>,
     instance: Option<String>,
     follow: Option<String>,
     heartbeat: Option<String>,
+}
+
+impl EventsQuery {
+    /// Takes the query's pairs: an unknown parameter (a typo such as `afer` would
+    /// otherwise stream from the start) or one given twice is a 400 naming it.
+    fn parse(pairs: Vec<(String, String)>) -> Result<EventsQuery, ApiError> {
+        let mut q = EventsQuery::default();
+        for (key, value) in pairs {
+            let slot = match key.as_str() {
+                "after" => &mut q.after,
+                "instance" => &mut q.instance,
+                "follow" => &mut q.follow,
+                "heartbeat" => &mut q.heartbeat,
+                _ => {
+                    return Err(bad(format!(
+                        "'{key}' is not a parameter of /v1/events \
+                         (after, instance, follow, heartbeat)"
+                    )))
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(bad(format!("'{key}' is given twice")));
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// What a stream asks for, checked.
@@ -97,17 +123,17 @@ fn wanted(state: &AppState, q: EventsQuery) -> Result<Wanted, ApiError> {
 
 pub async fn events(
     State(state): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let wanted = wanted(&state, q)?;
+    let wanted = wanted(&state, EventsQuery::parse(pairs)?)?;
     let ends = state.store.stream_ends().await?;
     // Events after `after` were deleted by retention: the reader would miss them.
     if let Some(oldest) = ends.oldest {
-        if wanted.after + 1 < oldest {
+        if wanted.after.saturating_add(1) < oldest {
             return Err(ApiError::EventsGone(oldest));
         }
     }
-    let (lines, body) = mpsc::channel::<Bytes>(4);
+    let (lines, body) = mpsc::channel::<Chunk>(4);
     let until = (!wanted.follow).then_some(ends.last);
     tokio::spawn(pump(
         state.store.clone(),
@@ -117,9 +143,7 @@ pub async fn events(
         state.shutdown.clone(),
     ));
     let chunks = futures_util::stream::unfold(body, |mut body| async move {
-        body.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+        body.recv().await.map(|chunk| (chunk, body))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -128,12 +152,16 @@ pub async fn events(
         .into_response())
 }
 
+/// A piece of the body, or the error that ends it: an error aborts the response, so a
+/// reader never takes a stream cut short by a failed read for a complete one.
+type Chunk = Result<Bytes, std::io::Error>;
+
 /// Sends the events after `wanted.after` (up to `until`, or for ever) into `lines`.
 async fn pump(
     store: Store,
     wanted: Wanted,
     until: Option<i64>,
-    lines: mpsc::Sender<Bytes>,
+    lines: mpsc::Sender<Chunk>,
     mut shutdown: Shutdown,
 ) {
     let mut committed = store.subscribe_events();
@@ -153,6 +181,7 @@ async fn pump(
                 Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(%error, "event stream: reading the events failed");
+                    let _ = lines.send(Err(std::io::Error::other(error))).await;
                     return;
                 }
             }
@@ -172,11 +201,14 @@ async fn pump(
                     }
                     Err(error) => {
                         tracing::warn!(%error, "event stream: an event cannot be shown");
+                        let _ = lines
+                            .send(Err(std::io::Error::other(error.to_string())))
+                            .await;
                         return;
                     }
                 }
             }
-            if lines.send(Bytes::from(chunk)).await.is_err() {
+            if lines.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return;
             }
             last_line = tokio::time::Instant::now();
@@ -195,7 +227,7 @@ async fn pump(
         tokio::select! {
             changed = committed.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(last_line + heartbeat) => {
-                if lines.send(Bytes::from_static(b"{}\n")).await.is_err() {
+                if lines.send(Ok(Bytes::from_static(b"{}\n"))).await.is_err() {
                     return;
                 }
                 last_line = tokio::time::Instant::now();

@@ -91,7 +91,9 @@ pub async fn list(
     let filter = ListFilter {
         instance: blank(q.instance),
         state: filter_state.map(|s| s.as_str().to_string()),
-        chat_id: blank(q.chat_id),
+        chat_id: blank(q.chat_id)
+            .map(|c| super::params::chat_id("invalid query", c))
+            .transpose()?,
         phone: blank(q.phone)
             .map(|p| super::params::phone(&p))
             .transpose()?,

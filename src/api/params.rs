@@ -52,6 +52,22 @@ pub fn id_prefix(text: &str) -> Result<String, ApiError> {
 }
 
 /// `phone`: the card's phone number, digits only.
+/// A `chatId` filter: a chat id a card could have (a typo would match nothing and look
+/// like "no such cards"), refused naming the key otherwise.
+pub fn chat_id(context: &'static str, text: String) -> Result<String, ApiError> {
+    if crate::contact::is_valid_chat_id(&text) {
+        Ok(text)
+    } else {
+        Err(ApiError::bad_request(
+            context,
+            format!(
+                "'chatId' must be <digits>@c.us, <digits>@lid, <digits>@g.us or \
+                 <digits>-<digits>@g.us, not '{text}'"
+            ),
+        ))
+    }
+}
+
 pub fn phone(text: &str) -> Result<i64, ApiError> {
     let text = text.trim();
     text.parse::<i64>()

@@ -382,6 +382,11 @@ impl Drain {
                 return Ok(Outcome::Wait(not_until.wait_time_from(now)));
             }
         }
+        // The state call above may have taken a while: a window that began meanwhile
+        // still holds this send.
+        if let Some(wait) = self.quiet_hours(self.clock.mono_ms()) {
+            return Ok(wait);
+        }
         self.send(row, wall).await
     }
 

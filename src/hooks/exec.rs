@@ -49,6 +49,12 @@ impl Drop for Group {
     }
 }
 
+/// The variables a hook program inherits from the daemon; nothing else of its
+/// environment reaches the program.
+pub const INHERITED: [&str; 8] = [
+    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "TMPDIR",
+];
+
 /// Runs `argv` with `event` (whose JSON is `body`) within `timeout`.
 pub async fn run(
     argv: &[String],
@@ -57,8 +63,16 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("exec names no program")?;
+    // The daemon's own environment stays out (it may carry the API token, a webhook
+    // secret or the credentials directory): the program gets a few neutral variables
+    // and the event's.
+    let inherited = INHERITED
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (*name, value)));
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(inherited)
         .envs(environment(event))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -36,6 +36,7 @@ pub struct Deliverer {
     pub target: HookTarget,
     pub timeout: Duration,
     http: reqwest::Client,
+    secrets: Secrets,
 }
 
 impl Deliverer {
@@ -44,18 +45,67 @@ impl Deliverer {
             target,
             timeout,
             http: webhook::client()?,
+            secrets: Secrets::default(),
         })
+    }
+
+    /// The same deliverer, cutting `secrets` out of every error it reports (a hook's
+    /// stderr is stored as its `lastError`, shown by `status` and logged).
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// One delivery of `event`: Ok once the program exited 0 or the URL answered 2xx.
     pub async fn deliver(&self, event: &EventView) -> Result<(), String> {
         let body = serde_json::to_vec(event).map_err(|e| format!("event {}: {e}", event.seq))?;
-        match &self.target {
+        let result = match &self.target {
             HookTarget::Exec(argv) => exec::run(argv, event, &body, self.timeout).await,
             HookTarget::Webhook { url, secret } => {
                 webhook::post(&self.http, url, secret, event.seq, &body, self.timeout).await
             }
-        }
+        };
+        result.map_err(|error| self.secrets.clean(&error))
+    }
+}
+
+/// Texts that must never reach a hook's recorded error: every instance's API token and
+/// every webhook secret.
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The secrets of a daemon's configuration.
+    pub fn of(settings: &crate::config::Settings) -> Secrets {
+        let tokens = settings
+            .instances
+            .values()
+            .map(|i| i.api_token.expose().to_string());
+        let hook_secrets = settings.hooks.values().filter_map(|h| match &h.target {
+            HookTarget::Webhook { secret, .. } => {
+                Some(String::from_utf8_lossy(secret.expose()).into_owned())
+            }
+            HookTarget::Exec(_) => None,
+        });
+        Secrets(
+            tokens
+                .chain(hook_secrets)
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn clean(&self, text: &str) -> String {
+        self.0.iter().fold(text.to_string(), |text, secret| {
+            text.replace(secret.as_str(), "***")
+        })
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} kept out)", self.0.len())
     }
 }
 
@@ -69,12 +119,14 @@ pub fn back_off(initial: Duration, max: Duration, failures: u32) -> Duration {
 /// Starts one task per hook; each ends at shutdown.
 pub fn spawn_all(
     hooks: impl Iterator<Item = HookSettings>,
+    secrets: Secrets,
     store: &Store,
     shutdown: &Shutdown,
 ) -> Result<tokio::task::JoinSet<()>, String> {
     let mut tasks = tokio::task::JoinSet::new();
     for hook in hooks {
-        let deliverer = Deliverer::new(hook.target.clone(), hook.timeout)?;
+        let deliverer =
+            Deliverer::new(hook.target.clone(), hook.timeout)?.with_secrets(secrets.clone());
         tasks.spawn(run(hook, deliverer, store.clone(), shutdown.clone()));
     }
     Ok(tasks)

@@ -34,9 +34,12 @@ pub fn client() -> Result<reqwest::Client, String> {
 }
 
 /// An error and its causes, on one line (reqwest's own text leaves out why).
-fn chain(e: &dyn std::error::Error) -> String {
+/// A reqwest error's text and causes, without the URL (it may carry a credential; the
+/// hook's name says which URL it was).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut cause = e.source();
+    let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
         text.push_str(": ");
         text.push_str(&c.to_string());
@@ -72,14 +75,24 @@ pub async fn post(
             if e.is_timeout() {
                 format!("no answer within {} s", timeout.as_secs_f64())
             } else {
-                format!("request failed: {}", chain(&e))
+                format!("request failed: {}", chain(e))
             }
         })?;
     let status = answer.status();
     if status.is_success() {
         return Ok(());
     }
-    let text = answer.text().await.unwrap_or_default();
+    // Only the start of a refusal's body is read: a receiver answering gigabytes costs
+    // the daemon no more than this.
+    let mut answer = answer;
+    let mut start = Vec::new();
+    while start.len() < MAX_ERROR_BODY * 4 {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => start.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&start);
     let mut text: String = text.chars().take(MAX_ERROR_BODY).collect();
     text = text.replace(['\n', '\r'], " ");
     Err(format!("HTTP {}: {}", status.as_u16(), text.trim()))
