@@ -63,11 +63,108 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the queue lives (`daemon.database`): a SQLite file (the default, one daemon)
+/// or a PostgreSQL database that several daemons share (docs/api.md §10).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(PostgresTarget),
+}
+
+impl Database {
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(target) => f.write_str(&target.redacted()),
+        }
+    }
+}
+
+/// Whether `daemon.database` (or a command's argument) names a PostgreSQL database.
+pub fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// A `postgres://` URL and the password from `daemon.database_password_file`, if any.
+/// The password never prints (Debug and Display hide it, in the URL too).
+#[derive(Clone, PartialEq)]
+pub struct PostgresTarget {
+    url: String,
+    password: Option<ApiToken>,
+}
+
+impl PostgresTarget {
+    /// Parses `url` (the error names `key`); `password` overrides the URL's.
+    pub fn parse(key: &str, url: &str, password: Option<String>) -> Result<Self, ConfigError> {
+        let target = PostgresTarget {
+            url: url.to_string(),
+            password: password.map(ApiToken::new),
+        };
+        target.connect_options().map_err(|e| {
+            key_error(
+                key,
+                format!("'{}' is not a PostgreSQL URL: {e}", target.redacted()),
+            )
+        })?;
+        Ok(target)
+    }
+
+    /// The connection options: the URL's, then the usual `PG*` variables and
+    /// `~/.pgpass` for what it leaves out (libpq's conventions), then the password file.
+    pub fn connect_options(&self) -> Result<sqlx::postgres::PgConnectOptions, sqlx::Error> {
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
+        Ok(match &self.password {
+            Some(password) => options.password(password.expose()),
+            None => options,
+        })
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                let hidden = if userinfo.contains(':') { ":***" } else { "" };
+                format!("{scheme}://{user}{hidden}@{host}{tail}")
+            }
+            None => self.url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
     pub socket: PathBuf,
     pub socket_mode: u32,
-    pub database: PathBuf,
+    pub database: Database,
+    /// `daemon.node`: this daemon's name among those sharing a database (default the
+    /// host name); PostgreSQL's `application_name` is `contactq/NODE`.
+    pub node: String,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
@@ -126,6 +223,8 @@ struct RawDaemon {
     socket: Option<String>,
     socket_mode: Option<String>,
     database: Option<String>,
+    database_password_file: Option<String>,
+    node: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -253,11 +352,38 @@ impl Settings {
         if let Some(level) = &d.log_level {
             check_log_level(level)?;
         }
-        let database = d
-            .database
-            .map(PathBuf::from)
-            .unwrap_or_else(|| default_database(env));
-        check_database_path(&database)?;
+        let database = match d.database {
+            Some(url) if is_postgres_url(&url) => {
+                let password = d
+                    .database_password_file
+                    .map(|file| read_token_file("daemon.database_password_file", Path::new(&file)))
+                    .transpose()?;
+                Database::Postgres(PostgresTarget::parse("daemon.database", &url, password)?)
+            }
+            other => {
+                if d.database_password_file.is_some() {
+                    return Err(key_error(
+                        "daemon.database_password_file",
+                        "only for a postgres:// daemon.database",
+                    ));
+                }
+                let path = other
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| default_database(env));
+                check_database_path(&path)?;
+                Database::Sqlite(path)
+            }
+        };
+        let node = match d.node {
+            Some(node) if node.is_empty() || node.len() > 48 || node.contains(char::is_control) => {
+                return Err(key_error(
+                    "daemon.node",
+                    "a node name is 1 to 48 printable characters",
+                ))
+            }
+            Some(node) => node,
+            None => host_name(),
+        };
         let daemon = DaemonSettings {
             socket: d
                 .socket
@@ -265,6 +391,7 @@ impl Settings {
                 .unwrap_or_else(|| default_socket(env)),
             socket_mode,
             database,
+            node,
             metrics_listen,
             log_format,
             log_level: d.log_level,
@@ -465,6 +592,18 @@ fn check_database_path(database: &Path) -> Result<(), ConfigError> {
         }
     }
     Err(bad("no existing parent directory".into()))
+}
+
+/// This machine's host name (the default `daemon.node`).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if ok && !name.is_empty() => name.chars().take(48).collect(),
+        _ => "localhost".to_string(),
+    }
 }
 
 /// Whether this process may create entries in `dir` (access(2), so root passes).

@@ -77,15 +77,21 @@ pub async fn run_until(
     ready: impl FnOnce(&Path),
 ) -> Result<(), DaemonError> {
     let settings = Arc::new(settings);
-    let _lock = lock_database(&settings.daemon.database)?;
-    let store = Store::open(
+    // One daemon per SQLite file; a PostgreSQL database is shared (docs/api.md §10).
+    let _lock = match settings.daemon.database.sqlite_path() {
+        Some(path) => Some(lock_database(path)?),
+        None => None,
+    };
+    let store = Store::open_database(
         &settings.daemon.database,
+        &settings.daemon.node,
         StoreOptions {
             max_page_count: settings.daemon.max_database_pages,
             ..StoreOptions::default()
         },
     )
     .await?;
+    store.check_record(&record_of(&settings), false).await?;
     let (listener, socket_is_ours) =
         bind_socket(&settings.daemon.socket, settings.daemon.socket_mode)?;
     let lines = Arc::new(Lines::new(
@@ -138,7 +144,7 @@ pub async fn run_until(
         stopping.recv().await;
         crate::notify::notify("STOPPING=1\nSTATUS=finishing in-flight sends");
     });
-    tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database.display(),
+    tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database, node = %settings.daemon.node,
         instances = settings.instances.len(), "contactq daemon listening");
     crate::notify::notify("READY=1\nSTATUS=accepting cards");
     ready(&settings.daemon.socket);
@@ -166,6 +172,40 @@ pub async fn run_until(
     store.close().await;
     tracing::info!("contactq daemon stopped");
     Ok(())
+}
+
+/// What the database shared by several daemons records of this daemon's configuration
+/// (docs/api.md §10): the instances and the `[queue]` keys, never a token.
+pub fn record_of(settings: &Settings) -> crate::store::Record {
+    let ms = |d: Duration| duration_ms(d).to_string();
+    let q = &settings.queue;
+    crate::store::Record {
+        instances: settings
+            .instances
+            .values()
+            .map(|i| {
+                let recorded = crate::store::RecordedInstance {
+                    id_instance: i.id_instance.clone(),
+                    api_url: i.api_url.clone(),
+                    send_delay_ms: duration_ms(i.send_delay),
+                };
+                (i.name.clone(), recorded)
+            })
+            .collect(),
+        queue: [
+            ("max_age", ms(q.max_age)),
+            ("state_poll", ms(q.state_poll)),
+            ("retry_initial", ms(q.retry_initial)),
+            ("retry_max", ms(q.retry_max)),
+            ("reconcile_lag", ms(q.reconcile_lag)),
+            ("quota_retry", ms(q.quota_retry)),
+            ("keep_done", ms(q.keep_done)),
+            ("request_timeout", ms(q.request_timeout)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), format!("{v}ms")))
+        .collect(),
+    }
 }
 
 /// File descriptors kept for everything but client connections: the database and its

@@ -27,4 +27,6 @@ pub mod sandbox;
 mod shutdown;
 mod state;
 pub mod store;
+#[doc(hidden)]
+pub mod test_postgres;
 mod upstream;

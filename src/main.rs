@@ -82,7 +82,7 @@ fn check_config(cli: &cli::Cli) -> ExitCode {
         if names.len() == 1 { "" } else { "s" },
         names.join(", "),
         settings.daemon.socket.display(),
-        settings.daemon.database.display()
+        settings.daemon.database
     );
     ExitCode::SUCCESS
 }

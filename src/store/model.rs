@@ -175,3 +175,15 @@ pub struct UncertainCard {
     pub phone: i64,
     pub attempt_started_at: i64,
 }
+
+/// The hash an idempotency key records of its request's cards (the same on every
+/// backend, so a key copied by `migrate-store` still recognizes its body).
+pub(super) fn body_hash(cards: &[Card]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for card in cards {
+        hasher.update(card.canonical().as_bytes());
+        hasher.update(b"\n");
+    }
+    format!("{:x}", hasher.finalize())
+}

@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::rows::{self, ONE_MESSAGE};
-use crate::contact::Card;
 use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
@@ -62,7 +60,7 @@ fn plan_job(
         return Ok(new_rows(request, now, line_counter, ids)
             .map(|rows| EnqueueOutcome::Created { rows, queued: None }));
     };
-    let hash = hash_cards(&request.cards);
+    let hash = crate::store::model::body_hash(&request.cards);
     let seen: Option<(String, String)> = tx
         .prepare_cached(FIND_KEY)?
         .query_row(params![request.instance, key], |r| {
@@ -149,13 +147,4 @@ fn new_rows(
         ));
     }
     Ok(rows)
-}
-
-fn hash_cards(cards: &[Card]) -> String {
-    let mut hasher = Sha256::new();
-    for card in cards {
-        hasher.update(card.canonical().as_bytes());
-        hasher.update(b"\n");
-    }
-    format!("{:x}", hasher.finalize())
 }

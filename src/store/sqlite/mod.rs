@@ -33,6 +33,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use error::classify;
 pub use upkeep::EXPIRY_BATCH;
 
 use super::error::{Cause, StoreError};

@@ -1,0 +1,1 @@
+//! `contactq migrate-store`: a SQLite database copied into an empty PostgreSQL one.

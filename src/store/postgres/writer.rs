@@ -1,0 +1,212 @@
+//! The enqueue writer: group commits on PostgreSQL. Concurrent enqueues share one
+//! transaction: a writer task takes every request waiting (no timer), plans them,
+//! inserts their rows with one statement, commits once, and only then answers each,
+//! so many enqueues cost one commit (one WAL flush) instead of one each.
+//!
+//! [`WRITERS`] tasks take groups in turn from one queue, so while one group waits for
+//! its commit the next is already being written (PostgreSQL flushes the WAL for both
+//! together). A failed group is rolled back whole and each of its requests answered
+//! with the error; a commit whose outcome is unknown (the connection dropped before
+//! the answer) is answered as a failure too: nothing is acknowledged that was not seen
+//! committed, and the drain sends only what it reads back from the database.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::enqueue::{self, Pending, QUEUED_COUNTS};
+use crate::clock::now_ms;
+use crate::store::error::StoreError;
+use crate::store::model::{EnqueueOutcome, EnqueueRequest};
+
+/// Writer tasks, each with its group in flight.
+pub const WRITERS: usize = 2;
+
+/// Most cards one transaction takes; a bigger backlog is split over several commits.
+const MAX_GROUP_CARDS: usize = 8192;
+
+type Reply = oneshot::Sender<Result<EnqueueOutcome, StoreError>>;
+
+enum Job {
+    Enqueue {
+        request: EnqueueRequest,
+        reply: Reply,
+    },
+    /// Finish, then stop this task.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The async side's hold on the writer tasks.
+#[derive(Clone)]
+pub(super) struct Handle {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::unavailable("the enqueue writer has stopped")
+}
+
+impl Handle {
+    pub(super) async fn enqueue(
+        &self,
+        request: EnqueueRequest,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Enqueue { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Lets the enqueues already handed over commit, then stops every task.
+    pub(super) async fn stop(&self) {
+        let mut done = Vec::new();
+        for _ in 0..WRITERS {
+            let (reply, stopped) = oneshot::channel();
+            if self.jobs.send(Job::Stop(reply)).await.is_ok() {
+                done.push(stopped);
+            }
+        }
+        for stopped in done {
+            let _ = stopped.await;
+        }
+    }
+
+    pub(super) fn is_alive(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+}
+
+/// Starts the writer tasks on `pool`.
+pub(super) fn spawn(pool: PgPool) -> Handle {
+    let (jobs, rx) = mpsc::channel(8192);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..WRITERS {
+        tokio::spawn(run(pool.clone(), rx.clone()));
+    }
+    Handle { jobs }
+}
+
+async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut ids = ulid::Generator::new();
+    loop {
+        let (group, stop) = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut group = Vec::new();
+            let mut stop = None;
+            let mut cards = 0;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Stop(reply) => {
+                        stop = Some(reply);
+                        break;
+                    }
+                    Job::Enqueue { request, reply } => {
+                        cards += request.cards.len();
+                        group.push((request, reply));
+                    }
+                }
+                if cards < MAX_GROUP_CARDS {
+                    next = rx.try_recv().ok();
+                }
+            }
+            (group, stop)
+        };
+        if !group.is_empty() {
+            write_group(&pool, &mut ids, group).await;
+        }
+        if let Some(reply) = stop {
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+/// Commits one group and answers its requests; a failure answers all of them. A
+/// deadlock or serialization failure (rolled back whole) is run again, a few times.
+async fn write_group(
+    pool: &PgPool,
+    ids: &mut ulid::Generator,
+    group: Vec<(EnqueueRequest, Reply)>,
+) {
+    let requests: Vec<&EnqueueRequest> = group.iter().map(|(r, _)| r).collect();
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        match commit_group(pool, ids, &requests).await {
+            Err(e) if super::error::retryable(&e) && tries < super::TRIES => continue,
+            other => break other,
+        }
+    };
+    match result {
+        Ok(answers) => {
+            for ((_, reply), answer) in group.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, jobs = group.len(), "enqueue transaction failed; nothing written");
+            for (_, reply) in group {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    pool: &PgPool,
+    ids: &mut ulid::Generator,
+    requests: &[&EnqueueRequest],
+) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let cards: usize = requests.iter().map(|r| r.cards.len()).sum();
+    let mut pending = Pending {
+        rows: Vec::with_capacity(cards),
+        places: enqueue::take_places(&mut tx, cards).await?.into_iter(),
+    };
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut added: BTreeMap<&str, i64> = BTreeMap::new();
+    for request in requests {
+        let outcome = enqueue::plan(&mut tx, request, now, ids, &mut pending).await?;
+        if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
+            *added.entry(request.instance.as_str()).or_default() += rows.len() as i64;
+        }
+        answers.push(outcome);
+    }
+    enqueue::insert_rows(&mut tx, &pending.rows).await?;
+    // In name order, so two groups never wait on each other's counts in a cycle.
+    let mut counts = Vec::with_capacity(added.len());
+    for (instance, n) in added {
+        let queued: i64 = sqlx::query_scalar(QUEUED_COUNTS)
+            .bind(instance)
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
+        counts.push((instance.to_string(), queued));
+    }
+    tx.commit().await?;
+    fill_positions(&mut answers, &counts);
+    Ok(answers)
+}
+
+/// Gives each created enqueue the queued count of its instance as of its last row: the
+/// count at the commit, less the rows that later requests of the group added to that line.
+fn fill_positions(answers: &mut [Result<EnqueueOutcome, StoreError>], counts: &[(String, i64)]) {
+    let mut after: std::collections::HashMap<&str, i64> =
+        counts.iter().map(|(name, n)| (name.as_str(), *n)).collect();
+    for answer in answers.iter_mut().rev() {
+        if let Ok(EnqueueOutcome::Created { rows, queued }) = answer {
+            let Some(first) = rows.first() else { continue };
+            if let Some(n) = after.get_mut(first.instance.as_str()) {
+                *queued = Some(*n);
+                *n -= rows.len() as i64;
+            }
+        }
+    }
+}
