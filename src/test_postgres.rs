@@ -70,6 +70,12 @@ impl TestDatabase {
     }
 }
 
+impl std::fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestDatabase({})", self.url)
+    }
+}
+
 /// `url` naming the database `name` instead of its own.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
