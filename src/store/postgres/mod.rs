@@ -78,6 +78,32 @@ macro_rules! transaction {
     }};
 }
 
+/// `connect` with application_name `contactq/NODE` and `synchronous_commit = on`.
+fn named(connect: PgConnectOptions, node: &str) -> PgConnectOptions {
+    connect
+        .application_name(&format!("contactq/{node}"))
+        .options([("synchronous_commit", "on")])
+}
+
+/// A pool of `connections` to the database, migrated to this version's schema (one
+/// migrator at a time: sqlx takes an advisory lock while it migrates).
+pub(crate) async fn connect_and_migrate(
+    connect: PgConnectOptions,
+    node: &str,
+    connections: u32,
+) -> Result<PgPool, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(named(connect, node))
+        .await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Migrate(Cause::new(e)))?;
+    Ok(pool)
+}
+
 /// The open PostgreSQL database: the pool, the enqueue writer, the leases. Cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {
@@ -97,18 +123,9 @@ impl PgStore {
         node: &str,
         readers: u32,
     ) -> Result<PgStore, StoreError> {
-        let connect = connect
-            .application_name(&format!("contactq/{node}"))
-            .options([("synchronous_commit", "on")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(connect.clone())
-            .await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migrate(Cause::new(e)))?;
+        let connect = named(connect, node);
+        let connections = readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
+        let pool = connect_and_migrate(connect.clone(), node, connections).await?;
         let writer = writer::spawn(pool.clone());
         Ok(PgStore {
             pool,

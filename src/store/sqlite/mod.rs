@@ -71,6 +71,7 @@ impl SqliteStore {
         readers: u32,
     ) -> Result<SqliteStore, StoreError> {
         guard::prepare(path)?;
+        crate::store::migrate::refuse_if_moved(path)?;
         let mut connect = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::from)?
             .filename(path)
