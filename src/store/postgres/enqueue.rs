@@ -6,7 +6,7 @@
 use sqlx::PgConnection;
 
 use super::rows::MESSAGES_BY_IDS;
-use crate::store::error::{Cause, StoreError};
+use crate::store::error::StoreError;
 use crate::store::model::{EnqueueOutcome, EnqueueRequest, MessageRow};
 
 /// $1 places in line from the sequence every daemon shares, in order.
@@ -39,9 +39,10 @@ pub const INSERT_KEY: &str = "INSERT INTO idempotency
     (instance, key, body_hash, message_ids, batch, created_at) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (instance, key) DO NOTHING RETURNING true";
 
-/// The rows of a group not yet inserted, and the places in line still free.
+/// The rows of a group not yet inserted, and the ids and places in line still free.
 pub(super) struct Pending {
     pub rows: Vec<MessageRow>,
+    pub ids: std::vec::IntoIter<String>,
     pub places: std::vec::IntoIter<i64>,
 }
 
@@ -60,11 +61,10 @@ pub(super) async fn plan(
     tx: &mut PgConnection,
     request: &EnqueueRequest,
     now: i64,
-    ids: &mut ulid::Generator,
     pending: &mut Pending,
 ) -> Result<Result<EnqueueOutcome, StoreError>, StoreError> {
     let Some(key) = &request.idempotency_key else {
-        let rows = new_rows(request, now, ids, pending)?;
+        let rows = new_rows(request, now, pending)?;
         pending.rows.extend(rows.iter().cloned());
         return Ok(Ok(EnqueueOutcome::Created { rows, queued: None }));
     };
@@ -72,7 +72,7 @@ pub(super) async fn plan(
     if let Some(seen) = find_key(tx, request, key, &hash, pending).await? {
         return Ok(seen);
     }
-    let rows = new_rows(request, now, ids, pending)?;
+    let rows = new_rows(request, now, pending)?;
     let message_ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let recorded: Option<bool> = sqlx::query_scalar(INSERT_KEY)
         .bind(&request.instance)
@@ -164,20 +164,20 @@ pub(super) async fn insert_rows(tx: &mut PgConnection, rows: &[MessageRow]) -> s
 fn new_rows(
     request: &EnqueueRequest,
     now: i64,
-    ids: &mut ulid::Generator,
     pending: &mut Pending,
 ) -> Result<Vec<MessageRow>, StoreError> {
     let mut rows = Vec::with_capacity(request.cards.len());
     for card in &request.cards {
-        let id = ids
-            .generate()
-            .map_err(|e| StoreError::Database(Cause::context("id generator", e)))?;
+        let id = pending
+            .ids
+            .next()
+            .ok_or_else(|| StoreError::database("fewer ids than cards"))?;
         let line = pending
             .places
             .next()
             .ok_or_else(|| StoreError::database("fewer places in line than cards"))?;
         rows.push(MessageRow::fresh(
-            id.to_string(),
+            id,
             &request.instance,
             line,
             card,

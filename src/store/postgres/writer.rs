@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::enqueue::{self, Pending, QUEUED_COUNTS};
 use crate::clock::now_ms;
-use crate::store::error::StoreError;
+use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest};
 
 /// Writer tasks, each with its group in flight.
@@ -84,16 +84,20 @@ impl Handle {
 pub(super) fn spawn(pool: PgPool) -> Handle {
     let (jobs, rx) = mpsc::channel(8192);
     let rx = Arc::new(Mutex::new(rx));
+    // One generator for every task: ids sort in the order groups were taken, as with
+    // SQLite's one writer (within one daemon; daemons' ids interleave by time).
+    let ids = Arc::new(std::sync::Mutex::new(ulid::Generator::new()));
     for _ in 0..WRITERS {
-        tokio::spawn(run(pool.clone(), rx.clone()));
+        tokio::spawn(run(pool.clone(), rx.clone(), ids.clone()));
     }
     Handle { jobs }
 }
 
-async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut ids = ulid::Generator::new();
+type Ids = Arc<std::sync::Mutex<ulid::Generator>>;
+
+async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids) {
     loop {
-        let (group, stop) = {
+        let (group, stop, fresh) = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             let mut group = Vec::new();
@@ -115,10 +119,12 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     next = rx.try_recv().ok();
                 }
             }
-            (group, stop)
+            // Ids taken while the queue is still held: the next group's come after.
+            let fresh = fresh_ids(&ids, group.iter().map(|(r, _)| r.cards.len()).sum());
+            (group, stop, fresh)
         };
         if !group.is_empty() {
-            write_group(&pool, &mut ids, group).await;
+            write_group(&pool, fresh, group).await;
         }
         if let Some(reply) = stop {
             let _ = reply.send(());
@@ -129,15 +135,32 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 /// Commits one group and answers its requests; a failure answers all of them. A
 /// deadlock or serialization failure (rolled back whole) is run again, a few times.
+/// `n` new ids in order, or why not.
+fn fresh_ids(ids: &Ids, n: usize) -> Result<Vec<String>, StoreError> {
+    let mut generator = ids.lock().unwrap_or_else(|e| e.into_inner());
+    (0..n)
+        .map(|_| {
+            generator
+                .generate()
+                .map(|id| id.to_string())
+                .map_err(|e| StoreError::Database(Cause::context("id generator", e)))
+        })
+        .collect()
+}
+
 async fn write_group(
     pool: &PgPool,
-    ids: &mut ulid::Generator,
+    fresh: Result<Vec<String>, StoreError>,
     group: Vec<(EnqueueRequest, Reply)>,
 ) {
     let requests: Vec<&EnqueueRequest> = group.iter().map(|(r, _)| r).collect();
     let mut tries = 0;
     let result = loop {
         tries += 1;
+        let ids = match &fresh {
+            Ok(ids) => ids.clone(),
+            Err(e) => break Err(e.clone()),
+        };
         match commit_group(pool, ids, &requests).await {
             Err(e) if super::error::retryable(&e) && tries < super::TRIES => continue,
             other => break other,
@@ -160,7 +183,7 @@ async fn write_group(
 
 async fn commit_group(
     pool: &PgPool,
-    ids: &mut ulid::Generator,
+    ids: Vec<String>,
     requests: &[&EnqueueRequest],
 ) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
     let now = now_ms();
@@ -168,12 +191,13 @@ async fn commit_group(
     let cards: usize = requests.iter().map(|r| r.cards.len()).sum();
     let mut pending = Pending {
         rows: Vec::with_capacity(cards),
+        ids: ids.into_iter(),
         places: enqueue::take_places(&mut tx, cards).await?.into_iter(),
     };
     let mut answers = Vec::with_capacity(requests.len());
     let mut added: BTreeMap<&str, i64> = BTreeMap::new();
     for request in requests {
-        let outcome = enqueue::plan(&mut tx, request, now, ids, &mut pending).await?;
+        let outcome = enqueue::plan(&mut tx, request, now, &mut pending).await?;
         if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
             *added.entry(request.instance.as_str()).or_default() += rows.len() as i64;
         }
