@@ -87,9 +87,25 @@ async fn two_daemons_share_one_queue() {
     assert_eq!(sa["counts"], sb_["counts"], "{sa} / {sb_}");
 }
 
-/// The daemon draining an instance is killed (-9) again and again while cards flow in
-/// through both sockets: the other daemon takes the instance over, reconciles the card
-/// left in flight, and every card is sent exactly once.
+/// The node whose session holds the instance's drain lock, if any.
+async fn drainer(pg: &TestPostgres) -> Option<String> {
+    let mut conn = PgConnection::connect(&pg.url).await.unwrap();
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
+           AND a.application_name LIKE 'contactq/%' LIMIT 1",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    name
+}
+
+/// The daemon draining the instance is killed (-9) again and again, mid-drain, while
+/// cards flow in through both sockets: the other daemon takes the instance over,
+/// reconciles the card left in flight, paces from the persisted last send, and every
+/// card is sent exactly once, never two closer than `send_delay`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_drainer_is_taken_over_and_nothing_is_sent_twice() {
     let Some(pg) = test_postgres().await else {
@@ -101,7 +117,7 @@ async fn a_killed_drainer_is_taken_over_and_nothing_is_sent_twice() {
         TestDaemon::start(&sb, on(&pg, "node-b")).await,
     ];
     let mut n = 0;
-    for round in 0..4 {
+    for round in 0..6 {
         for _ in 0..6 {
             daemons[n % 2].enqueue_ok(&card(n as u64)).await;
             n += 1;
@@ -112,8 +128,22 @@ async fn a_killed_drainer_is_taken_over_and_nothing_is_sent_twice() {
             async move { sb.received(ID_INSTANCE).len() > before }
         })
         .await;
-        // Kill one (the drainer or not: either way the queue must go on).
-        let victim = round % 2;
+        // Kill the drainer (the daemon whose session holds the instance's lock).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut holder = drainer(&pg).await;
+        while holder.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no drainer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            holder = drainer(&pg).await;
+        }
+        let victim = match holder.as_deref() {
+            Some("contactq/node-a") => 0,
+            Some("contactq/node-b") => 1,
+            other => panic!("round {round}: unexpected drainer {other:?}"),
+        };
         daemons[victim].kill9();
         daemons[victim].start_again().await;
     }

@@ -1,14 +1,16 @@
 //! One drainer per instance across every daemon sharing the database, for now with a
-//! session advisory lock per instance (`pg_try_advisory_lock`) held on a connection of
-//! its own: the daemon that holds it drains the instance, the others serve its cards
-//! to the API but send nothing. PostgreSQL drops the lock when that session ends (the
-//! daemon died, the connection broke), and another daemon takes it at its next try.
+//! session advisory lock per instance (`pg_try_advisory_lock`), all of one daemon's
+//! held on one connection of their own: the daemon that holds an instance's lock drains
+//! it, the others serve its cards to the API but send nothing. PostgreSQL drops the
+//! locks when that session ends (the daemon died, the connection broke), and another
+//! daemon takes them at its next try.
 //!
 //! This is the whole of the interface the drain sees ([`Leases::try_lead`]); a lease
 //! with an expiry on the database's clock and an epoch (docs/api.md §10) replaces it
 //! behind the same method.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -20,57 +22,42 @@ pub const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('contac
 /// Whether the session is still there (and so its locks).
 pub const STILL_HERE: &str = "SELECT 1";
 
-/// The connections that hold (or try for) each instance's lock.
+/// How long a session that answered counts as alive without asking again: a lost
+/// session is noticed this much later at most (its locks are then already another's).
+const TRUST_FOR: Duration = Duration::from_millis(300);
+
+/// This daemon's session for the locks, and the instances it holds.
 pub(super) struct Leases {
     connect: PgConnectOptions,
-    held: Mutex<HashMap<String, Session>>,
+    session: Mutex<Option<Session>>,
 }
 
 struct Session {
     conn: PgConnection,
-    leading: bool,
+    held: HashSet<String>,
+    answered: Instant,
 }
 
 impl Leases {
     pub(super) fn new(connect: PgConnectOptions) -> Leases {
         Leases {
             connect,
-            held: Mutex::new(HashMap::new()),
+            session: Mutex::new(None),
         }
     }
 
     /// Whether this daemon drains `instance`: it holds the lock (and its session is
-    /// alive), or it took it now. A broken session is dropped: it lost its lock.
+    /// alive), or it took it now. A broken session is dropped: it lost every lock.
     pub(super) async fn try_lead(&self, instance: &str) -> bool {
-        let mut held = self.held.lock().await;
-        if let Some(session) = held.get_mut(instance) {
-            let alive = sqlx::query(STILL_HERE)
-                .execute(&mut session.conn)
-                .await
-                .is_ok();
-            if !alive {
-                if session.leading {
-                    tracing::warn!(
-                        instance,
-                        "lost the database session that held the drain's lock"
-                    );
-                }
-                held.remove(instance);
-                return false;
-            }
-            if session.leading {
-                return true;
-            }
-        } else {
+        let mut guard = self.session.lock().await;
+        if guard.is_none() {
             match self.connect.connect().await {
                 Ok(conn) => {
-                    held.insert(
-                        instance.to_string(),
-                        Session {
-                            conn,
-                            leading: false,
-                        },
-                    );
+                    *guard = Some(Session {
+                        conn,
+                        held: HashSet::new(),
+                        answered: Instant::now(),
+                    })
                 }
                 Err(error) => {
                     tracing::warn!(instance, %error, "cannot connect to take the drain's lock");
@@ -78,32 +65,44 @@ impl Leases {
                 }
             }
         }
-        let Some(session) = held.get_mut(instance) else {
-            return false;
-        };
+        let session = guard.as_mut().expect("a session");
+        if session.answered.elapsed() > TRUST_FOR {
+            if let Err(error) = sqlx::query(STILL_HERE).execute(&mut session.conn).await {
+                if !session.held.is_empty() {
+                    tracing::warn!(%error, held = ?session.held, "lost the database session that held the drains' locks");
+                }
+                *guard = None;
+                return false;
+            }
+            session.answered = Instant::now();
+        }
+        if session.held.contains(instance) {
+            return true;
+        }
         match sqlx::query_scalar::<_, bool>(TRY_LOCK)
             .bind(instance)
             .fetch_one(&mut session.conn)
             .await
         {
-            Ok(true) => {
-                session.leading = true;
-                tracing::info!(instance, "this daemon drains the instance");
-                true
+            Ok(taken) => {
+                session.answered = Instant::now();
+                if taken {
+                    session.held.insert(instance.to_string());
+                    tracing::info!(instance, "this daemon drains the instance");
+                }
+                taken
             }
-            Ok(false) => false,
             Err(error) => {
                 tracing::warn!(instance, %error, "cannot take the drain's lock");
-                held.remove(instance);
+                *guard = None;
                 false
             }
         }
     }
 
-    /// Ends every session, releasing their locks at once (at shutdown).
+    /// Ends the session, releasing every lock at once (at shutdown).
     pub(super) async fn release_all(&self) {
-        let sessions: Vec<Session> = self.held.lock().await.drain().map(|(_, s)| s).collect();
-        for session in sessions {
+        if let Some(session) = self.session.lock().await.take() {
             let _ = session.conn.close().await;
         }
     }
