@@ -374,6 +374,12 @@ impl Settings {
                 Database::Sqlite(path)
             }
         };
+        if matches!(database, Database::Postgres(_)) && d.max_database_size.is_some() {
+            return Err(key_error(
+                "daemon.max_database_size",
+                "caps a SQLite file; a PostgreSQL database's room is the server's to manage",
+            ));
+        }
         let node = match d.node {
             Some(node) if node.is_empty() || node.len() > 48 || node.contains(char::is_control) => {
                 return Err(key_error(
