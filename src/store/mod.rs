@@ -366,3 +366,5 @@ impl Store {
 mod tests;
 #[cfg(test)]
 mod tests_both;
+#[cfg(test)]
+mod tests_both_more;
