@@ -24,6 +24,7 @@ pub mod metrics;
 mod notify;
 mod protocol;
 pub mod sandbox;
+pub mod sharing;
 mod shutdown;
 mod state;
 pub mod store;

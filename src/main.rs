@@ -95,7 +95,7 @@ async fn adopt_config(cli: &cli::Cli) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match daemon::adopt_config(&settings).await {
+    match contactq::sharing::adopt_config(&settings).await {
         Ok(said) => {
             println!("{said}");
             ExitCode::SUCCESS
@@ -106,7 +106,7 @@ async fn adopt_config(cli: &cli::Cli) -> ExitCode {
 
 /// `contactq migrate-store --from SQLITE_PATH --to postgres://…`.
 async fn migrate_store(args: &cli::MigrateStoreArgs) -> ExitCode {
-    match daemon::migrate_store(&args.from, &args.to).await {
+    match contactq::sharing::migrate_store(&args.from, &args.to).await {
         Ok(said) => {
             println!("{said}");
             ExitCode::SUCCESS
