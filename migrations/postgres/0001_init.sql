@@ -86,14 +86,17 @@ CREATE TABLE chat_holds (
     PRIMARY KEY (instance, chat_id)
 );
 
--- Per-instance, per-state counts, so `status` never scans the queue. The enqueue
--- writer adds its group's rows itself (one upsert per instance and group); state
--- changes and deletes are followed by the trigger below.
+-- Per-instance, per-state counts, so `status` never scans the queue; a count is the sum
+-- of its shards. Each enqueue writer task adds its group's rows to a shard of its own
+-- (one upsert per instance and group), so concurrent groups never wait on one row's lock
+-- and their commits can share a WAL flush; state changes and deletes are followed by
+-- the trigger below, in shard 0.
 CREATE TABLE counts (
-    instance text   COLLATE "C" NOT NULL,
-    state    text   NOT NULL,
-    n        bigint NOT NULL,
-    PRIMARY KEY (instance, state)
+    instance text     COLLATE "C" NOT NULL,
+    state    text     NOT NULL,
+    shard    smallint NOT NULL DEFAULT 0,
+    n        bigint   NOT NULL,
+    PRIMARY KEY (instance, state, shard)
 );
 
 CREATE FUNCTION messages_count() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -101,10 +104,11 @@ BEGIN
     IF TG_OP = 'UPDATE' AND OLD.state = NEW.state THEN
         RETURN NULL;
     END IF;
-    UPDATE counts SET n = n - 1 WHERE instance = OLD.instance AND state = OLD.state;
+    INSERT INTO counts (instance, state, shard, n) VALUES (OLD.instance, OLD.state, 0, -1)
+        ON CONFLICT (instance, state, shard) DO UPDATE SET n = counts.n - 1;
     IF TG_OP = 'UPDATE' THEN
-        INSERT INTO counts (instance, state, n) VALUES (NEW.instance, NEW.state, 1)
-            ON CONFLICT (instance, state) DO UPDATE SET n = counts.n + 1;
+        INSERT INTO counts (instance, state, shard, n) VALUES (NEW.instance, NEW.state, 0, 1)
+            ON CONFLICT (instance, state, shard) DO UPDATE SET n = counts.n + 1;
     END IF;
     RETURN NULL;
 END $$;

@@ -24,11 +24,15 @@ pub const INSERT_ROWS: &str = "INSERT INTO messages
         AS t(id, instance, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
              enqueued_at, expires_at)";
 
-/// Adds a group's new rows to an instance's queued count and returns the count as of
-/// this transaction, for the answers' `position`.
-pub const QUEUED_COUNTS: &str = "INSERT INTO counts (instance, state, n) VALUES ($1, 'queued', $2)
-    ON CONFLICT (instance, state) DO UPDATE SET n = counts.n + excluded.n
-    RETURNING n";
+/// Adds a group's new rows to the writer's shard of an instance's queued count ($1
+/// instance, $2 rows, $3 shard) and returns the whole count as this transaction sees it
+/// (its shard after the upsert, the others as committed), for the answers' `position`.
+pub const QUEUED_COUNTS: &str = "WITH mine AS (
+        INSERT INTO counts (instance, state, shard, n) VALUES ($1, 'queued', $3, $2)
+        ON CONFLICT (instance, state, shard) DO UPDATE SET n = counts.n + excluded.n
+        RETURNING n)
+    SELECT (SELECT n FROM mine) + COALESCE((SELECT SUM(n) FROM counts
+        WHERE instance = $1 AND state = 'queued' AND shard <> $3), 0)::bigint";
 
 pub const FIND_KEY: &str =
     "SELECT body_hash, message_ids FROM idempotency WHERE instance = $1 AND key = $2";

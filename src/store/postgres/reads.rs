@@ -59,8 +59,10 @@ pub const INSTANCE: &str =
 pub const CHAT_HOLDS: &str =
     "SELECT chat_id, until, reason FROM chat_holds WHERE instance = $1 ORDER BY chat_id";
 
-/// `status`: the counts by state of one instance ($1), from the `counts` table.
-pub const COUNTS: &str = "SELECT state, n FROM counts WHERE instance = $1";
+/// `status`: the counts by state of one instance ($1), from the `counts` table (the
+/// sum of each count's shards).
+pub const COUNTS: &str =
+    "SELECT state, SUM(n)::bigint FROM counts WHERE instance = $1 GROUP BY state";
 
 /// `status`: the oldest queued card of an instance ($1), the head of its line.
 pub const OLDEST_QUEUED: &str = "SELECT COALESCE(requeued_at, enqueued_at) FROM messages

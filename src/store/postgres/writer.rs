@@ -22,7 +22,7 @@ use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest};
 
 /// Writer tasks, each with its group in flight.
-pub const WRITERS: usize = 2;
+pub const WRITERS: usize = 4;
 
 /// Most cards one transaction takes; a bigger backlog is split over several commits.
 const MAX_GROUP_CARDS: usize = 8192;
@@ -87,15 +87,16 @@ pub(super) fn spawn(pool: PgPool) -> Handle {
     // One generator for every task: ids sort in the order groups were taken, as with
     // SQLite's one writer (within one daemon; daemons' ids interleave by time).
     let ids = Arc::new(std::sync::Mutex::new(ulid::Generator::new()));
-    for _ in 0..WRITERS {
-        tokio::spawn(run(pool.clone(), rx.clone(), ids.clone()));
+    for shard in 0..WRITERS {
+        // Shard 0 is the trigger's: the tasks count in 1..=WRITERS.
+        tokio::spawn(run(pool.clone(), rx.clone(), ids.clone(), shard as i16 + 1));
     }
     Handle { jobs }
 }
 
 type Ids = Arc<std::sync::Mutex<ulid::Generator>>;
 
-async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids) {
+async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids, shard: i16) {
     loop {
         let (group, stop, fresh) = {
             let mut rx = rx.lock().await;
@@ -124,7 +125,7 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids) {
             (group, stop, fresh)
         };
         if !group.is_empty() {
-            write_group(&pool, fresh, group).await;
+            write_group(&pool, shard, fresh, group).await;
         }
         if let Some(reply) = stop {
             let _ = reply.send(());
@@ -150,6 +151,7 @@ fn fresh_ids(ids: &Ids, n: usize) -> Result<Vec<String>, StoreError> {
 
 async fn write_group(
     pool: &PgPool,
+    shard: i16,
     fresh: Result<Vec<String>, StoreError>,
     group: Vec<(EnqueueRequest, Reply)>,
 ) {
@@ -161,7 +163,7 @@ async fn write_group(
             Ok(ids) => ids.clone(),
             Err(e) => break Err(e.clone()),
         };
-        match commit_group(pool, ids, &requests).await {
+        match commit_group(pool, shard, ids, &requests).await {
             Err(e) if super::error::retryable(&e) && tries < super::TRIES => continue,
             other => break other,
         }
@@ -183,6 +185,7 @@ async fn write_group(
 
 async fn commit_group(
     pool: &PgPool,
+    shard: i16,
     ids: Vec<String>,
     requests: &[&EnqueueRequest],
 ) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
@@ -204,12 +207,14 @@ async fn commit_group(
         answers.push(outcome);
     }
     enqueue::insert_rows(&mut tx, &pending.rows).await?;
-    // In name order, so two groups never wait on each other's counts in a cycle.
+    // In name order, so two groups never wait on each other's counts in a cycle (only
+    // another daemon's task of the same shard shares these rows).
     let mut counts = Vec::with_capacity(added.len());
     for (instance, n) in added {
         let queued: i64 = sqlx::query_scalar(QUEUED_COUNTS)
             .bind(instance)
             .bind(n)
+            .bind(shard)
             .fetch_one(&mut *tx)
             .await?;
         counts.push((instance.to_string(), queued));
