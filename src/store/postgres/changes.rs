@@ -9,6 +9,8 @@ use sqlx::PgConnection;
 
 use super::events;
 use super::rows::ONE_MESSAGE;
+use super::stream::Buffer;
+use crate::event::EventKind;
 use crate::store::error::StoreError;
 use crate::store::model::MessageRow;
 
@@ -19,7 +21,7 @@ pub const CANCEL: &str = "UPDATE messages SET state = 'cancelled', ended_at = $2
 /// Puts a failed or expired card back at the tail of its line, the next place taken
 /// from the shared sequence ($1 id, $2 now, $3 expiry).
 pub const RETRY: &str = "UPDATE messages SET state = 'queued', line_seq = nextval('line_seq'),
-    requeued_at = $2, expires_at = $3, ended_at = NULL
+    requeued_at = $2, expires_at = $3, ended_at = NULL, due_at = NULL
     WHERE id = $1 AND state IN ('failed', 'expired')";
 
 /// Pauses or resumes a line ($1 instance, $2 paused).
@@ -47,6 +49,7 @@ pub const CLEAR_CHAT_HOLDS: &str = "DELETE FROM chat_holds WHERE instance = $1";
 /// Cancels a queued card; Conflict (with its state) if it is not queued.
 pub(super) async fn cancel(
     tx: &mut PgConnection,
+    stream: &mut Buffer,
     id: &str,
     now: i64,
 ) -> Result<MessageRow, StoreError> {
@@ -56,13 +59,23 @@ pub(super) async fn cancel(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    changed_row(tx, id, changed, now, "cancelled").await
+    changed_row(
+        tx,
+        stream,
+        id,
+        changed,
+        now,
+        "cancelled",
+        EventKind::Cancelled,
+    )
+    .await
 }
 
 /// Puts a failed or expired card at the tail of its line with a fresh expiry, as if
 /// enqueued now; `enqueued_at` keeps the first enqueue, `requeued_at` says when.
 pub(super) async fn retry(
     tx: &mut PgConnection,
+    stream: &mut Buffer,
     id: &str,
     now: i64,
     max_age_ms: i64,
@@ -74,17 +87,20 @@ pub(super) async fn retry(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    changed_row(tx, id, changed, now, "retried").await
+    changed_row(tx, stream, id, changed, now, "retried", EventKind::Queued).await
 }
 
-/// The row after a state change of `changed` rows, with its history line; NotFound or
-/// Conflict (nothing was changed, so nothing is written).
+/// The row after a state change of `changed` rows, with its history line and its event
+/// `kind` in the stream; NotFound or Conflict (nothing was changed, so nothing is
+/// written).
 async fn changed_row(
     tx: &mut PgConnection,
+    stream: &mut Buffer,
     id: &str,
     changed: u64,
     now: i64,
     event: &str,
+    kind: EventKind,
 ) -> Result<MessageRow, StoreError> {
     let row: MessageRow = sqlx::query_as(ONE_MESSAGE)
         .bind(id)
@@ -95,6 +111,7 @@ async fn changed_row(
         return Err(StoreError::Conflict(row.state));
     }
     events::add(tx, id, now, event, None, None, None).await?;
+    stream.add(now, id, &row.instance, kind);
     Ok(row)
 }
 

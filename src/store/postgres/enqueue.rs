@@ -16,23 +16,37 @@ pub const TAKE_PLACES: &str =
 /// A group's new cards, one array per column.
 pub const INSERT_ROWS: &str = "INSERT INTO messages
     (id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
-     enqueued_at, expires_at)
+     enqueued_at, expires_at, not_before, due_at)
     SELECT id, instance, 'queued', line_seq, chat_id, phone, body, idempotency_key, peer_uid,
-           enqueued_at, expires_at
+           enqueued_at, expires_at, not_before, due_at
       FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                  $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])
+                  $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                  $12::bigint[])
         AS t(id, instance, line_seq, chat_id, phone, body, idempotency_key, peer_uid,
-             enqueued_at, expires_at)";
+             enqueued_at, expires_at, not_before, due_at)";
 
 /// Adds a group's new rows to the writer's shard of an instance's queued count ($1
-/// instance, $2 rows, $3 shard) and returns the whole count as this transaction sees it
-/// (its shard after the upsert, the others as committed), for the answers' `position`.
+/// instance, $2 rows, $3 shard) and of its not-yet-due count ($4 of those rows, the
+/// pseudo-state 'scheduled' of migration 0002), and returns the count of its due
+/// queued cards as this transaction sees it (its shard after the upserts, the others as
+/// committed), for the answers' `position`. The statement's own snapshot does not see
+/// its upserts: the other shards are summed from it, this shard's come from RETURNING.
 pub const QUEUED_COUNTS: &str = "WITH mine AS (
         INSERT INTO counts (instance, state, shard, n) VALUES ($1, 'queued', $3, $2)
         ON CONFLICT (instance, state, shard) DO UPDATE SET n = counts.n + excluded.n
+        RETURNING n),
+    later AS (
+        INSERT INTO counts (instance, state, shard, n)
+        SELECT $1, 'scheduled', $3, $4::bigint WHERE $4::bigint > 0
+        ON CONFLICT (instance, state, shard) DO UPDATE SET n = counts.n + excluded.n
         RETURNING n)
-    SELECT (SELECT n FROM mine) + COALESCE((SELECT SUM(n) FROM counts
-        WHERE instance = $1 AND state = 'queued' AND shard <> $3), 0)::bigint";
+    SELECT ((SELECT n FROM mine)
+        + COALESCE((SELECT SUM(n) FROM counts
+            WHERE instance = $1 AND state = 'queued' AND shard <> $3), 0)
+        - COALESCE((SELECT n FROM later), 0)
+        - COALESCE((SELECT SUM(n) FROM counts
+            WHERE instance = $1 AND state = 'scheduled' AND (shard <> $3 OR $4 = 0)), 0)
+        )::bigint";
 
 pub const FIND_KEY: &str =
     "SELECT body_hash, message_ids FROM idempotency WHERE instance = $1 AND key = $2";
@@ -159,6 +173,12 @@ pub(super) async fn insert_rows(tx: &mut PgConnection, rows: &[MessageRow]) -> s
         )
         .bind(num(|r| r.enqueued_at))
         .bind(num(|r| r.expires_at))
+        .bind(
+            rows.iter()
+                .map(|r| r.not_before)
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(rows.iter().map(|r| r.due_at).collect::<Vec<Option<i64>>>())
         .execute(tx)
         .await?;
     Ok(())
@@ -188,7 +208,8 @@ fn new_rows(
             request.idempotency_key.clone(),
             request.peer_uid,
             now,
-            now.saturating_add(request.max_age_ms),
+            request.not_before,
+            request.max_age_ms,
         ));
     }
     Ok(rows)

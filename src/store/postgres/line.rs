@@ -12,6 +12,8 @@
 use sqlx::PgConnection;
 
 use super::events;
+use super::stream::Buffer;
+use crate::event::EventKind;
 use crate::store::model::SendOutcomeRecord;
 
 /// Locks an instance's row (creating it) and answers whether the line is paused ($1).
@@ -29,13 +31,13 @@ pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attem
 /// The instance's last send time, for pacing across restarts ($1 instance, $2 now).
 pub const LAST_SEND: &str = "UPDATE instances SET last_send_at = $2 WHERE name = $1";
 
-/// Outcome `sent` ($1 id, $2 idMessage, $3 now).
+/// Outcome `sent` ($1 id, $2 idMessage, $3 now); answers the instance if it changed.
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = $2, sent_at = $3,
-    ended_at = $3, last_error = NULL WHERE id = $1 AND state = 'sending'";
+    ended_at = $3, last_error = NULL WHERE id = $1 AND state = 'sending' RETURNING instance";
 
-/// Outcome `failed` ($1 id, $2 error, $3 now).
+/// Outcome `failed` ($1 id, $2 error, $3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = $2,
-    ended_at = $3 WHERE id = $1 AND state = 'sending'";
+    ended_at = $3 WHERE id = $1 AND state = 'sending' RETURNING instance";
 
 /// Outcome: back to `queued`, keeping its place ($1 id, $2 error).
 pub const OUTCOME_REQUEUE: &str = "UPDATE messages SET state = 'queued', last_error = $2
@@ -79,22 +81,26 @@ pub(super) async fn claim(
     Ok(Some(attempt))
 }
 
-/// Records an attempt's outcome: the state change (only from `sending`) and its
-/// history line.
+/// Records an attempt's outcome: the state change (only from `sending`), its history
+/// line and, for `sent` and `failed`, its event in the stream.
 pub(super) async fn outcome(
     tx: &mut PgConnection,
+    stream: &mut Buffer,
     id: &str,
     outcome: &SendOutcomeRecord,
     now: i64,
 ) -> sqlx::Result<()> {
     let (event, status, detail) = match outcome {
         SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
-            sqlx::query(OUTCOME_SENT)
+            let changed: Option<String> = sqlx::query_scalar(OUTCOME_SENT)
                 .bind(id)
                 .bind(id_message)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let Some(instance) = changed {
+                stream.add(now, id, &instance, EventKind::Sent);
+            }
             let event = match outcome {
                 SendOutcomeRecord::Sent { .. } => "sent",
                 _ => "reconciled",
@@ -102,12 +108,15 @@ pub(super) async fn outcome(
             (event, Some(200), id_message.as_str())
         }
         SendOutcomeRecord::Failed { error, http_status } => {
-            sqlx::query(OUTCOME_FAILED)
+            let changed: Option<String> = sqlx::query_scalar(OUTCOME_FAILED)
                 .bind(id)
                 .bind(error)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let Some(instance) = changed {
+                stream.add(now, id, &instance, EventKind::Failed);
+            }
             ("failed", *http_status, error.as_str())
         }
         SendOutcomeRecord::Requeue { error, http_status } => {

@@ -6,18 +6,24 @@
 //! - enqueues are group-committed by the writer tasks ([`writer`], SQL in [`enqueue`]);
 //! - every other write runs in a transaction of its own opened here ([`transaction!`]):
 //!   the drain's claims and outcomes ([`line`]), the user's changes ([`changes`]),
-//!   expiry and retention ([`upkeep`]); a deadlock or serialization failure (rolled
-//!   back whole by PostgreSQL) runs the transaction again;
+//!   bulk cancel and retry ([`bulk`]), the joining of cards whose `notBefore` came
+//!   ([`due`]), expiry and retention ([`upkeep`]); a deadlock or serialization failure
+//!   (rolled back whole by PostgreSQL) runs the transaction again;
+//! - the numbered event stream, its counter and the consumers' cursors are
+//!   [`stream`]'s: every write above buffers its events and [`transaction!`] (or the
+//!   enqueue writer) writes them as the transaction's last statement before COMMIT;
 //! - every read runs on the pool ([`reads`]); rows become records in [`rows`];
 //!   history lines are written by [`events`]; errors are classified in [`error`];
 //! - one drainer per instance across daemons: [`lease`]; the `[instances]` record
 //!   every daemon must match: [`record`].
 //!
 //! The imports run one way: this file → `writer` → `enqueue`; this file → `line`,
-//! `changes`, `upkeep`, `reads`, `lease`, `record`; all of them → `rows`, `events` and
-//! the records of `crate::store`.
+//! `changes`, `bulk`, `due`, `upkeep`, `reads`, `stream`, `lease`, `record`; all of them
+//! → `rows`, `events`, `stream` and the records of `crate::store`.
 
+mod bulk;
 mod changes;
+mod due;
 mod enqueue;
 mod error;
 mod events;
@@ -26,45 +32,57 @@ mod line;
 mod reads;
 pub(crate) mod record;
 mod rows;
+mod stream;
 mod upkeep;
 mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 pub use error::classify;
 
 use super::error::{Cause, StoreError};
 use super::model::{
-    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, ListFilter,
-    MessageRow, SendOutcomeRecord, UncertainCard,
+    BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
+    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
+    StreamEvent, UncertainCard,
 };
+use crate::event::EventKind;
 
 /// How often a transaction that met a deadlock or serialization failure is tried.
 const TRIES: u32 = 5;
 
-/// Runs `$body` (which uses `$tx`, a `&mut PgConnection` inside a transaction) and
-/// commits; a refusal or failure rolls back. A deadlock or serialization failure,
-/// after which PostgreSQL rolled everything back, runs it again (at most [`TRIES`]).
+/// Runs `$body` (which uses `$tx`, a `&mut PgConnection` inside a transaction, and
+/// `$ev`, the transaction's `&mut stream::Buffer` of events) on `$store`'s pool, writes
+/// the buffered events as the last statement ([`stream::write`]) and commits, then
+/// tells the stream's subscribers; a refusal or failure rolls back. A deadlock or
+/// serialization failure, after which PostgreSQL rolled everything back, runs it again
+/// (at most [`TRIES`]) with an empty buffer.
 macro_rules! transaction {
-    ($pool:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident, $ev:ident| $body:expr) => {{
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut open = $pool.begin().await.map_err(StoreError::from)?;
+            let mut open = $store.pool.begin().await.map_err(StoreError::from)?;
+            let mut buffered = stream::Buffer::default();
             let result = {
                 let $tx: &mut sqlx::PgConnection = &mut open;
+                let $ev: &mut stream::Buffer = &mut buffered;
                 $body
             };
             let result = match result {
-                Ok(value) => open
-                    .commit()
-                    .await
-                    .map(|()| value)
-                    .map_err(StoreError::from),
+                Ok(value) => match stream::write(&mut open, &buffered).await {
+                    Ok(last) => open
+                        .commit()
+                        .await
+                        .map(|()| (value, last))
+                        .map_err(StoreError::from),
+                    Err(e) => Err(StoreError::from(e)),
+                },
                 Err(e) => {
                     drop(open);
                     Err(e)
@@ -72,10 +90,56 @@ macro_rules! transaction {
             };
             match result {
                 Err(e) if error::retryable(&e) && tries < TRIES => continue,
-                other => break other,
+                Ok((value, last)) => {
+                    $store.committed.heard(last);
+                    break Ok(value);
+                }
+                Err(e) => break Err(e),
             }
         }
     }};
+}
+
+/// How often a daemon reads the stream's counter, to hear of other daemons' commits.
+const LOOK_EVERY: Duration = Duration::from_millis(300);
+
+/// The event stream's last committed `seq` as this daemon knows it: moved after each
+/// of its own commits that added events, and by a task reading the counter every
+/// [`LOOK_EVERY`] (other daemons' commits). Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Committed(Arc<watch::Sender<i64>>);
+
+impl Committed {
+    /// A commit made the counter `last` (None: it added no events).
+    pub(super) fn heard(&self, last: Option<i64>) {
+        if let Some(last) = last {
+            self.0.send_if_modified(|known| {
+                let newer = last > *known;
+                if newer {
+                    *known = last;
+                }
+                newer
+            });
+        }
+    }
+}
+
+/// Reads the counter every [`LOOK_EVERY`] until the store is gone or closed.
+fn watch_counter(pool: PgPool, events: Weak<watch::Sender<i64>>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(LOOK_EVERY).await;
+            if pool.is_closed() {
+                return;
+            }
+            let Some(sender) = events.upgrade() else {
+                return;
+            };
+            if let Ok(last) = stream::counter(&pool).await {
+                Committed(sender).heard(Some(last));
+            }
+        }
+    });
 }
 
 /// `connect` with application_name `contactq/NODE` and `synchronous_commit = on`.
@@ -110,6 +174,7 @@ pub struct PgStore {
     pool: PgPool,
     writer: writer::Handle,
     leases: Arc<lease::Leases>,
+    committed: Committed,
 }
 
 /// Connections of the pool beyond the writer tasks' (the drains, the API's reads).
@@ -126,11 +191,15 @@ impl PgStore {
         let connect = named(connect, node);
         let connections = readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
         let pool = connect_and_migrate(connect.clone(), node, connections).await?;
-        let writer = writer::spawn(pool.clone());
+        let last = stream::counter(&pool).await?;
+        let committed = Committed(Arc::new(watch::channel(last).0));
+        watch_counter(pool.clone(), Arc::downgrade(&committed.0));
+        let writer = writer::spawn(pool.clone(), committed.clone());
         Ok(PgStore {
             pool,
             writer,
             leases: Arc::new(lease::Leases::new(connect)),
+            committed,
         })
     }
 
@@ -168,9 +237,9 @@ impl PgStore {
         instance: &str,
         now: i64,
     ) -> Result<i64, StoreError> {
-        transaction!(self.pool, |tx| async {
+        transaction!(self, |tx, ev| async {
             if let Some((done, outcome, at)) = finished {
-                line::outcome(tx, done, outcome, at).await?;
+                line::outcome(tx, ev, done, outcome, at).await?;
             }
             Ok::<_, StoreError>(line::claim(tx, id, instance, now).await?)
         }
@@ -184,13 +253,13 @@ impl PgStore {
         outcome: &SendOutcomeRecord,
         now: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| line::outcome(tx, id, outcome, now)
+        transaction!(self, |tx, ev| line::outcome(tx, ev, id, outcome, now)
             .await
             .map_err(StoreError::from))
     }
 
     pub async fn cancel(&self, id: &str, now: i64) -> Result<MessageRow, StoreError> {
-        transaction!(self.pool, |tx| changes::cancel(tx, id, now).await)
+        transaction!(self, |tx, ev| changes::cancel(tx, ev, id, now).await)
     }
 
     pub async fn retry(
@@ -199,12 +268,12 @@ impl PgStore {
         now: i64,
         max_age_ms: i64,
     ) -> Result<MessageRow, StoreError> {
-        transaction!(self.pool, |tx| changes::retry(tx, id, now, max_age_ms)
+        transaction!(self, |tx, ev| changes::retry(tx, ev, id, now, max_age_ms)
             .await)
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::set_paused(tx, name, paused)
+        transaction!(self, |tx, _ev| changes::set_paused(tx, name, paused)
             .await
             .map_err(StoreError::from))
     }
@@ -215,7 +284,7 @@ impl PgStore {
         until: Option<i64>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::set_hold(tx, name, until, reason)
+        transaction!(self, |tx, _ev| changes::set_hold(tx, name, until, reason)
             .await
             .map_err(StoreError::from))
     }
@@ -227,7 +296,7 @@ impl PgStore {
         until: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::set_chat_hold(
+        transaction!(self, |tx, _ev| changes::set_chat_hold(
             tx, name, chat_id, until, reason
         )
         .await
@@ -240,7 +309,7 @@ impl PgStore {
         chat_id: &str,
         until: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::end_chat_hold(
+        transaction!(self, |tx, _ev| changes::end_chat_hold(
             tx, name, chat_id, until
         )
         .await
@@ -248,15 +317,106 @@ impl PgStore {
     }
 
     pub async fn expire_due(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
-        transaction!(self.pool, |tx| upkeep::expire_due(tx, now)
+        transaction!(self, |tx, ev| upkeep::expire_due(tx, ev, now)
             .await
             .map_err(StoreError::from))
     }
 
     pub async fn delete_ended_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
-        transaction!(self.pool, |tx| upkeep::delete_ended_batch(tx, cutoff)
+        transaction!(self, |tx, _ev| upkeep::delete_ended_batch(tx, cutoff)
             .await
             .map_err(StoreError::from))
+    }
+
+    pub async fn bulk(
+        &self,
+        filter: &BulkFilter,
+        action: BulkAction,
+        now: i64,
+    ) -> Result<BulkOutcome, StoreError> {
+        transaction!(self, |tx, ev| bulk::run(tx, ev, filter, action, now).await)
+    }
+
+    pub async fn join_due(&self, instance: &str, now: i64) -> Result<u64, StoreError> {
+        transaction!(self, |tx, _ev| due::join_due(tx, instance, now)
+            .await
+            .map_err(StoreError::from))
+    }
+
+    // --- the event stream and its consumers ---
+
+    pub fn subscribe_events(&self) -> watch::Receiver<i64> {
+        self.committed.0.subscribe()
+    }
+
+    pub async fn delivery_changed(
+        &self,
+        id: &str,
+        kind: EventKind,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        transaction!(self, |tx, ev| stream::delivery_change(tx, ev, id, kind, at)
+            .await)
+    }
+
+    pub async fn delete_old_events(&self, cutoff: i64) -> Result<u64, StoreError> {
+        transaction!(self, |tx, _ev| stream::delete_old(
+            tx,
+            cutoff,
+            upkeep::RETENTION_BATCH
+        )
+        .await
+        .map_err(StoreError::from))
+    }
+
+    pub async fn start_consumer(&self, name: &str, start: i64) -> Result<(), StoreError> {
+        let now = crate::clock::now_ms();
+        transaction!(self, |tx, _ev| stream::start_consumer(tx, name, start, now)
+            .await
+            .map_err(StoreError::from))
+    }
+
+    pub async fn set_consumer_cursor(&self, name: &str, cursor: i64) -> Result<(), StoreError> {
+        let now = crate::clock::now_ms();
+        transaction!(self, |tx, _ev| stream::set_cursor(tx, name, cursor, now)
+            .await
+            .map_err(StoreError::from))
+    }
+
+    pub async fn consumer_failed(&self, name: &str, error: &str) -> Result<bool, StoreError> {
+        let now = crate::clock::now_ms();
+        transaction!(self, |tx, _ev| stream::consumer_failed(
+            tx, name, error, now
+        )
+        .await
+        .map_err(StoreError::from))
+    }
+
+    pub async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError> {
+        transaction!(self, |tx, _ev| stream::delete_consumer(tx, name)
+            .await
+            .map_err(StoreError::from))
+    }
+
+    pub async fn events_after(
+        &self,
+        after: i64,
+        instance: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        stream::after(&self.pool, after, instance, limit).await
+    }
+
+    pub async fn stream_ends(&self) -> Result<StreamEnds, StoreError> {
+        stream::ends(&self.pool).await
+    }
+
+    pub async fn consumer(&self, name: &str) -> Result<Option<ConsumerRow>, StoreError> {
+        stream::consumer(&self.pool, name).await
+    }
+
+    pub async fn consumers(&self) -> Result<Vec<ConsumerRow>, StoreError> {
+        stream::consumers(&self.pool).await
     }
 
     // --- reads ---
@@ -309,6 +469,10 @@ impl PgStore {
         reads::id_message_taken(&self.pool, id_message).await
     }
 
+    pub async fn next_due(&self, instance: &str) -> Result<Option<i64>, StoreError> {
+        reads::next_due(&self.pool, instance).await
+    }
+
     /// A file copy is SQLite's; PostgreSQL has its own tools for a consistent copy.
     pub async fn backup_into(&self, _dest: &std::path::Path) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(
@@ -351,5 +515,18 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("one message", rows::ONE_MESSAGE),
         ("history", reads::HISTORY),
         ("position: cards ahead", reads::CARDS_AHEAD),
+        ("enqueue: the group's events", stream::WRITE),
+        ("stream: after", stream::STREAM_AFTER),
+        ("stream: ends", stream::ENDS),
+        ("stream: oldest", stream::OLDEST),
+        ("stream: retention", stream::DELETE_UP_TO),
+        ("notBefore: next due", reads::NEXT_DUE),
+        ("notBefore: due now", due::DUE_NOW),
+        ("notBefore: join the line", due::JOIN_LINE),
+        // `bulk::BULK_INSTANCES` reads the `counts` table whole: a few rows per
+        // instance, never `messages`.
+        ("bulk: select", bulk::BULK_SELECT),
+        ("bulk: cancel", bulk::BULK_CANCEL),
+        ("bulk: retry", bulk::BULK_RETRY),
     ]
 }

@@ -13,11 +13,13 @@ use crate::store::model::{
 /// Whether the database answers (health).
 pub const ALIVE: &str = "SELECT 1";
 
-/// The head of an instance's queued line ($1 instance, $2 how many).
+/// The head of an instance's queued line ($1 instance, $2 how many): cards already
+/// due only (a card whose `notBefore` is ahead is not in line yet).
 pub const HEAD_ROWS: &str = concat!(
     "SELECT ",
     super::rows::message_columns!(),
-    " FROM messages WHERE instance = $1 AND state = 'queued' ORDER BY line_seq LIMIT $2"
+    " FROM messages WHERE instance = $1 AND state = 'queued' AND due_at IS NULL \
+     ORDER BY line_seq LIMIT $2"
 );
 
 /// The head of an instance's queued line without the cards of held chats ($1 instance,
@@ -25,7 +27,7 @@ pub const HEAD_ROWS: &str = concat!(
 pub const HEAD_ROWS_SKIPPING: &str = concat!(
     "SELECT ",
     super::rows::message_columns!(),
-    " FROM messages WHERE instance = $1 AND state = 'queued' \
+    " FROM messages WHERE instance = $1 AND state = 'queued' AND due_at IS NULL \
      AND chat_id <> ALL($3) ORDER BY line_seq LIMIT $2"
 );
 
@@ -47,9 +49,14 @@ pub const HISTORY: &str = "SELECT at, event, attempt, http_status, detail FROM (
          WHERE message_seq = (SELECT seq FROM messages WHERE id = $1)) h
     ORDER BY part, n";
 
-/// Queued cards of an instance ($1) ahead of a place in line ($2).
+/// Due queued cards of an instance ($1) ahead of a place in line ($2).
 pub const CARDS_AHEAD: &str = "SELECT COUNT(*) FROM messages
-    WHERE instance = $1 AND state = 'queued' AND line_seq < $2";
+    WHERE instance = $1 AND state = 'queued' AND due_at IS NULL AND line_seq < $2";
+
+/// When the first not-yet-due card of an instance ($1) comes due.
+pub const NEXT_DUE: &str = "SELECT due_at FROM messages
+    WHERE instance = $1 AND state = 'queued' AND due_at IS NOT NULL
+    ORDER BY due_at LIMIT 1";
 
 /// An instance's persisted state ($1).
 pub const INSTANCE: &str =
@@ -64,9 +71,12 @@ pub const CHAT_HOLDS: &str =
 pub const COUNTS: &str =
     "SELECT state, SUM(n)::bigint FROM counts WHERE instance = $1 GROUP BY state";
 
-/// `status`: the oldest queued card of an instance ($1), the head of its line.
-pub const OLDEST_QUEUED: &str = "SELECT COALESCE(requeued_at, enqueued_at) FROM messages
-    WHERE instance = $1 AND state = 'queued' ORDER BY line_seq LIMIT 1";
+/// `status`: the oldest queued card of an instance ($1), the head of its line of due
+/// cards; a retried card counts from its retry (it went back in line as if enqueued
+/// then), one enqueued with a `notBefore` from that time.
+pub const OLDEST_QUEUED: &str = "SELECT GREATEST(COALESCE(requeued_at, enqueued_at),
+    COALESCE(not_before, 0)) FROM messages
+    WHERE instance = $1 AND state = 'queued' AND due_at IS NULL ORDER BY line_seq LIMIT 1";
 
 pub(super) async fn message(pool: &PgPool, id: &str) -> Result<MessageRow, StoreError> {
     sqlx::query_as(ONE_MESSAGE)
@@ -93,8 +103,20 @@ pub(super) async fn list(
     if let Some(state) = &filter.state {
         q.push(" AND state = ").push_bind(state.clone());
     }
+    if let Some(chat_id) = &filter.chat_id {
+        q.push(" AND chat_id = ").push_bind(chat_id.clone());
+    }
+    if let Some(phone) = filter.phone {
+        q.push(" AND phone = ").push_bind(phone);
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // A range of the id index: every id that starts with the prefix sorts
+        // between the prefix and the prefix followed by the highest character.
+        q.push(" AND id >= ").push_bind(prefix.clone());
+        q.push(" AND id < ").push_bind(format!("{prefix}\u{7f}"));
+    }
     if let Some(before) = &filter.before {
-        q.push(" AND id < ").push_bind(before.clone());
+        q.push(" AND id < ").push_bind(before.to_ascii_uppercase());
     }
     let limit = filter.limit.max(1);
     q.push(" ORDER BY id DESC LIMIT ")
@@ -199,4 +221,11 @@ pub(super) async fn id_message_taken(pool: &PgPool, id_message: &str) -> Result<
         .fetch_optional(pool)
         .await?;
     Ok(found.is_some())
+}
+
+pub(super) async fn next_due(pool: &PgPool, instance: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(NEXT_DUE)
+        .bind(instance)
+        .fetch_optional(pool)
+        .await?)
 }

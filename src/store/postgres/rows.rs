@@ -10,7 +10,7 @@ macro_rules! message_columns {
     () => {
         "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
          enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
-         sent_at, ended_at, requeued_at"
+         sent_at, ended_at, requeued_at, not_before, due_at"
     };
 }
 pub(super) use message_columns;
@@ -53,6 +53,8 @@ impl FromRow<'_, PgRow> for MessageRow {
             sent_at: r.try_get(15)?,
             ended_at: r.try_get(16)?,
             requeued_at: r.try_get(17)?,
+            not_before: r.try_get(18)?,
+            due_at: r.try_get(19)?,
         })
     }
 }

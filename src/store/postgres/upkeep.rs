@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use sqlx::PgConnection;
 
 use super::events::INSERT_EVENTS_BY_SEQ;
+use super::stream::Buffer;
+use crate::event::EventKind;
 
 /// Rows deleted per retention transaction.
 pub const RETENTION_BATCH: i64 = 500;
@@ -16,11 +18,11 @@ pub const RETENTION_BATCH: i64 = 500;
 pub const EXPIRY_BATCH: i64 = crate::store::EXPIRY_BATCH;
 
 /// Expires the queued cards past their deadline ($1 now, $2 how many), oldest deadline
-/// first; answers each card's seq and instance.
+/// first; answers each card's seq, instance and id.
 pub const EXPIRE_DUE: &str = "UPDATE messages SET state = 'expired', ended_at = $1
     WHERE seq IN (SELECT seq FROM messages WHERE state = 'queued' AND expires_at <= $1
                   ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-    RETURNING seq, instance";
+    RETURNING seq, instance, id, expires_at";
 
 /// The cards that ended before $1, oldest first, $2 at most: their seq and key.
 pub const ENDED_BEFORE: &str = "SELECT seq, instance, idempotency_key FROM messages
@@ -38,9 +40,10 @@ pub const FORGET_KEY: &str = "DELETE FROM idempotency WHERE instance = $1 AND ke
 /// Expires one batch; returns how many per instance.
 pub(super) async fn expire_due(
     tx: &mut PgConnection,
+    stream: &mut Buffer,
     now: i64,
 ) -> sqlx::Result<Vec<(String, u64)>> {
-    let expired: Vec<(i64, String)> = sqlx::query_as(EXPIRE_DUE)
+    let mut expired: Vec<(i64, String, String, i64)> = sqlx::query_as(EXPIRE_DUE)
         .bind(now)
         .bind(EXPIRY_BATCH)
         .fetch_all(&mut *tx)
@@ -48,7 +51,9 @@ pub(super) async fn expire_due(
     if expired.is_empty() {
         return Ok(Vec::new());
     }
-    let seqs: Vec<i64> = expired.iter().map(|(seq, _)| *seq).collect();
+    // Events in the order the cards expired: by deadline, then place in the table.
+    expired.sort_by_key(|(seq, _, _, expires_at)| (*expires_at, *seq));
+    let seqs: Vec<i64> = expired.iter().map(|(seq, ..)| *seq).collect();
     sqlx::query(INSERT_EVENTS_BY_SEQ)
         .bind(&seqs)
         .bind(now)
@@ -57,7 +62,8 @@ pub(super) async fn expire_due(
         .execute(&mut *tx)
         .await?;
     let mut by_instance: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, instance) in expired {
+    for (_, instance, id, _) in expired {
+        stream.add(now, &id, &instance, EventKind::Expired);
         *by_instance.entry(instance).or_default() += 1;
     }
     Ok(by_instance.into_iter().collect())

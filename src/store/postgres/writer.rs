@@ -17,7 +17,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::enqueue::{self, Pending, QUEUED_COUNTS};
+use super::stream;
+use super::Committed;
 use crate::clock::now_ms;
+use crate::event::EventKind;
 use crate::store::error::{Cause, StoreError};
 use crate::store::model::{EnqueueOutcome, EnqueueRequest};
 
@@ -80,8 +83,9 @@ impl Handle {
     }
 }
 
-/// Starts the writer tasks on `pool`.
-pub(super) fn spawn(pool: PgPool) -> Handle {
+/// Starts the writer tasks on `pool`; each commit that added events is told to
+/// `committed`.
+pub(super) fn spawn(pool: PgPool, committed: Committed) -> Handle {
     let (jobs, rx) = mpsc::channel(8192);
     let rx = Arc::new(Mutex::new(rx));
     // One generator for every task: ids sort in the order groups were taken, as with
@@ -89,14 +93,26 @@ pub(super) fn spawn(pool: PgPool) -> Handle {
     let ids = Arc::new(std::sync::Mutex::new(ulid::Generator::new()));
     for shard in 0..WRITERS {
         // Shard 0 is the trigger's: the tasks count in 1..=WRITERS.
-        tokio::spawn(run(pool.clone(), rx.clone(), ids.clone(), shard as i16 + 1));
+        tokio::spawn(run(
+            pool.clone(),
+            committed.clone(),
+            rx.clone(),
+            ids.clone(),
+            shard as i16 + 1,
+        ));
     }
     Handle { jobs }
 }
 
 type Ids = Arc<std::sync::Mutex<ulid::Generator>>;
 
-async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids, shard: i16) {
+async fn run(
+    pool: PgPool,
+    committed: Committed,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    ids: Ids,
+    shard: i16,
+) {
     loop {
         let (group, stop, fresh) = {
             let mut rx = rx.lock().await;
@@ -125,7 +141,7 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, ids: Ids, shard:
             (group, stop, fresh)
         };
         if !group.is_empty() {
-            write_group(&pool, shard, fresh, group).await;
+            write_group(&pool, &committed, shard, fresh, group).await;
         }
         if let Some(reply) = stop {
             let _ = reply.send(());
@@ -151,6 +167,7 @@ fn fresh_ids(ids: &Ids, n: usize) -> Result<Vec<String>, StoreError> {
 
 async fn write_group(
     pool: &PgPool,
+    committed: &Committed,
     shard: i16,
     fresh: Result<Vec<String>, StoreError>,
     group: Vec<(EnqueueRequest, Reply)>,
@@ -163,7 +180,7 @@ async fn write_group(
             Ok(ids) => ids.clone(),
             Err(e) => break Err(e.clone()),
         };
-        match commit_group(pool, shard, ids, &requests).await {
+        match commit_group(pool, committed, shard, ids, &requests).await {
             Err(e) if super::error::retryable(&e) && tries < super::TRIES => continue,
             other => break other,
         }
@@ -185,6 +202,7 @@ async fn write_group(
 
 async fn commit_group(
     pool: &PgPool,
+    committed: &Committed,
     shard: i16,
     ids: Vec<String>,
     requests: &[&EnqueueRequest],
@@ -198,11 +216,20 @@ async fn commit_group(
         places: enqueue::take_places(&mut tx, cards).await?.into_iter(),
     };
     let mut answers = Vec::with_capacity(requests.len());
-    let mut added: BTreeMap<&str, i64> = BTreeMap::new();
+    // Per instance: the cards added, and how many of them are not yet due.
+    let mut added: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    // Each new card's `queued` event (docs/api.md §11), in the order they were planned
+    // (the order of their places in line).
+    let mut events = stream::Buffer::default();
     for request in requests {
         let outcome = enqueue::plan(&mut tx, request, now, &mut pending).await?;
         if let Ok(EnqueueOutcome::Created { rows, .. }) = &outcome {
-            *added.entry(request.instance.as_str()).or_default() += rows.len() as i64;
+            let sum = added.entry(request.instance.as_str()).or_default();
+            sum.0 += rows.len() as i64;
+            sum.1 += rows.iter().filter(|r| r.due_at.is_some()).count() as i64;
+            for r in rows {
+                events.add(r.enqueued_at, &r.id, &r.instance, EventKind::Queued);
+            }
         }
         answers.push(outcome);
     }
@@ -210,28 +237,37 @@ async fn commit_group(
     // In name order, so two groups never wait on each other's counts in a cycle (only
     // another daemon's task of the same shard shares these rows).
     let mut counts = Vec::with_capacity(added.len());
-    for (instance, n) in added {
-        let queued: i64 = sqlx::query_scalar(QUEUED_COUNTS)
+    for (instance, (n, not_due)) in added {
+        // Positions count only the cards already due (docs/api.md §11).
+        let due: i64 = sqlx::query_scalar(QUEUED_COUNTS)
             .bind(instance)
             .bind(n)
             .bind(shard)
+            .bind(not_due)
             .fetch_one(&mut *tx)
             .await?;
-        counts.push((instance.to_string(), queued));
+        counts.push((instance.to_string(), due));
     }
+    // The last statement before COMMIT (see `stream`): numbers the group's events.
+    let last = stream::write(&mut tx, &events).await?;
     tx.commit().await?;
+    committed.heard(last);
     fill_positions(&mut answers, &counts);
     Ok(answers)
 }
 
-/// Gives each created enqueue the queued count of its instance as of its last row: the
-/// count at the commit, less the rows that later requests of the group added to that line.
+/// Gives each created enqueue the count of its instance's due queued cards as of its
+/// last row: the count at the commit, less the rows that later requests of the group
+/// added to that line. Cards not yet due have no place in line yet: they get none.
 fn fill_positions(answers: &mut [Result<EnqueueOutcome, StoreError>], counts: &[(String, i64)]) {
     let mut after: std::collections::HashMap<&str, i64> =
         counts.iter().map(|(name, n)| (name.as_str(), *n)).collect();
     for answer in answers.iter_mut().rev() {
         if let Ok(EnqueueOutcome::Created { rows, queued }) = answer {
             let Some(first) = rows.first() else { continue };
+            if first.due_at.is_some() {
+                continue;
+            }
             if let Some(n) = after.get_mut(first.instance.as_str()) {
                 *queued = Some(*n);
                 *n -= rows.len() as i64;
