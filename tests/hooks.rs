@@ -15,6 +15,15 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+crate::on_both_backends!(
+    an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment,
+    a_failing_hook_is_retried_until_it_succeeds_keeping_the_order,
+    a_hook_killed_with_the_daemon_still_fires_after_the_restart,
+    a_hook_that_hangs_is_killed_and_never_holds_the_line,
+    a_webhook_is_signed_and_retried_after_a_refusal,
+    an_outside_consumer_goes_on_from_its_cursor_across_runs,
+);
+
 /// An executable shell script at `dir/name`.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -68,7 +77,6 @@ async fn sent_seqs(d: &TestDaemon) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
 async fn an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +138,6 @@ async fn an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment
     assert_eq!(c["failures"], 0, "{c}");
 }
 
-#[tokio::test]
 async fn a_failing_hook_is_retried_until_it_succeeds_keeping_the_order() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +201,6 @@ async fn a_failing_hook_is_retried_until_it_succeeds_keeping_the_order() {
     assert_eq!(consumer(&d, "flaky").await["failures"], 0);
 }
 
-#[tokio::test]
 async fn a_hook_killed_with_the_daemon_still_fires_after_the_restart() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +255,6 @@ async fn a_hook_killed_with_the_daemon_still_fires_after_the_restart() {
     );
 }
 
-#[tokio::test]
 async fn a_hook_that_hangs_is_killed_and_never_holds_the_line() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +324,6 @@ async fn receiver(fail_first: usize) -> (String, Received) {
     (url, got)
 }
 
-#[tokio::test]
 async fn a_webhook_is_signed_and_retried_after_a_refusal() {
     const SECRET: &str = "s3cret-for-the-test-receiver";
     let sb = sandbox().await;
@@ -377,7 +381,6 @@ async fn a_webhook_is_signed_and_retried_after_a_refusal() {
     assert!(!d.logs().contains(SECRET), "the secret is never logged");
 }
 
-#[tokio::test]
 async fn an_outside_consumer_goes_on_from_its_cursor_across_runs() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use crate::test_postgres::TestDatabase;
 /// Where a test's store lives: reopened there as often as the test wants.
 enum Where {
     Sqlite(tempfile::TempDir),
-    Postgres(TestDatabase),
+    Postgres(Box<TestDatabase>),
 }
 
 impl Where {
@@ -39,7 +39,7 @@ macro_rules! on_both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let Some(db) = TestDatabase::create().await else { return };
-                super::$name(Where::Postgres(db)).await;
+                super::$name(Where::Postgres(Box::new(db))).await;
             }
         }
     )*};
