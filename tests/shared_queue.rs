@@ -342,3 +342,117 @@ async fn migrate_store_moves_a_sqlite_queue_into_postgres() {
     assert_eq!(full.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("not empty"), "{stderr}");
 }
+
+/// 16 clients enqueue through both daemons at once and cancel through the other one
+/// while the line drains: a follow stream opened on daemon B sees every event of
+/// either daemon numbered 1, 2, 3… with no gap and none out of order, each card's
+/// `queued` then `cancelled` or `sent`; and a card enqueued later through A reaches
+/// B's stream within about a second (B reads the counter every 300 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_through_daemon_a_reach_daemon_b_follow_stream_gap_free() {
+    const CLIENTS: u64 = 16;
+    const CARDS: u64 = 8;
+    let Some(pg) = test_postgres().await else {
+        return;
+    };
+    let sb = sandbox().await;
+    let fast = |node: &str| DaemonConfig {
+        send_delay: "5ms",
+        ..on(&pg, node)
+    };
+    let a = TestDaemon::start(&sb, fast("node-a")).await;
+    let b = TestDaemon::start(&sb, fast("node-b")).await;
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let follower = {
+        let client = b.client();
+        tokio::spawn(async move {
+            let mut lines = client
+                .lines("/v1/events?after=0&follow=true", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v.get("seq").is_some() && tx.send(v).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (through, other) = if c % 2 == 0 {
+            (a.client(), b.client())
+        } else {
+            (b.client(), a.client())
+        };
+        clients.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..CARDS {
+                let body = card(c * 100 + n).to_string().into_bytes();
+                let r = through
+                    .send(ApiRequest::post(
+                        "/v1/instances/main/sendContact",
+                        Some(body),
+                    ))
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 202);
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                ids.push(v["id"].as_str().unwrap().to_string());
+            }
+            for id in ids.iter().step_by(3) {
+                let _ = other
+                    .send(ApiRequest::delete(format!("/v1/messages/{id}")))
+                    .await
+                    .unwrap();
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for c in clients {
+        ids.extend(c.await.unwrap());
+    }
+    // Every card: `queued`, then `cancelled` or `sent`.
+    let expected = ids.len() * 2;
+    let mut seen: Vec<Value> = Vec::new();
+    while seen.len() < expected {
+        let next = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("B's follow stream stalled")
+            .expect("B's follow stream ended");
+        seen.push(next);
+    }
+    let seqs: Vec<i64> = seen.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>());
+    for id in &ids {
+        let mine: Vec<&str> = seen
+            .iter()
+            .filter(|e| e["id"] == id.as_str())
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert!(
+            mine == ["queued", "cancelled"] || mine == ["queued", "sent"],
+            "{id}: {mine:?}"
+        );
+    }
+    // One more through A: B's stream carries it within about a second (plus slack
+    // for a loaded machine).
+    let started = std::time::Instant::now();
+    let late = a.enqueue_ok(&card(9_999)).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("B's follow stream carries A's event")
+        .unwrap();
+    assert_eq!(
+        (next["seq"].as_i64(), next["id"].as_str()),
+        (Some(expected as i64 + 1), Some(late.as_str()))
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    follower.abort();
+}
