@@ -148,6 +148,16 @@ impl Store {
         }
     }
 
+    /// Whether this daemon runs hook `name` now: always with SQLite (one daemon per
+    /// file); with PostgreSQL only while it holds the hook's lock, so one daemon of
+    /// those sharing the database delivers each hook's events.
+    pub async fn try_run_hook(&self, name: &str) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(b) => b.try_run_hook(name).await,
+        }
+    }
+
     /// Checks this daemon's `[instances]` against the record of a shared database
     /// (Refused, naming the first difference), writing it when there is none yet;
     /// `adopt` replaces it (`contactq adopt-config`). Nothing to check with SQLite.

@@ -14,8 +14,8 @@
 //!   enqueue writer) writes them as the transaction's last statement before COMMIT;
 //! - every read runs on the pool ([`reads`]); rows become records in [`rows`];
 //!   history lines are written by [`events`]; errors are classified in [`error`];
-//! - one drainer per instance across daemons: [`lease`]; the `[instances]` record
-//!   every daemon must match: [`record`].
+//! - one drainer per instance across daemons: [`lease`]; one runner per hook:
+//!   [`hook_locks`]; the `[instances]` record every daemon must match: [`record`].
 //!
 //! The imports run one way: this file → `writer` → `enqueue`; this file → `line`,
 //! `changes`, `bulk`, `due`, `upkeep`, `reads`, `stream`, `lease`, `record`; all of them
@@ -27,6 +27,7 @@ mod due;
 mod enqueue;
 mod error;
 mod events;
+mod hook_locks;
 mod lease;
 mod line;
 mod reads;
@@ -174,6 +175,7 @@ pub struct PgStore {
     pool: PgPool,
     writer: writer::Handle,
     leases: Arc<lease::Leases>,
+    hooks: Arc<hook_locks::HookLocks>,
     committed: Committed,
 }
 
@@ -198,7 +200,8 @@ impl PgStore {
         Ok(PgStore {
             pool,
             writer,
-            leases: Arc::new(lease::Leases::new(connect)),
+            leases: Arc::new(lease::Leases::new(connect.clone())),
+            hooks: Arc::new(hook_locks::HookLocks::new(connect)),
             committed,
         })
     }
@@ -210,12 +213,18 @@ impl PgStore {
     pub async fn close(&self) {
         self.writer.stop().await;
         self.leases.release_all().await;
+        self.hooks.release_all().await;
         self.pool.close().await;
     }
 
     /// Whether this daemon drains `instance` now (see [`lease`]).
     pub async fn try_lead(&self, instance: &str) -> bool {
         self.leases.try_lead(instance).await
+    }
+
+    /// Whether this daemon runs hook `name` now (see [`hook_locks`]).
+    pub async fn try_run_hook(&self, name: &str) -> bool {
+        self.hooks.try_hold(name).await
     }
 
     /// Checks the daemon's `[instances]` against the database's record (writing it if
