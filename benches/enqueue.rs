@@ -1,6 +1,9 @@
 //! `cargo bench --bench enqueue`: the raw-SQLite baseline (1 and 256 rows per
 //! transaction), group commit over the socket with 32 and 64 clients (rate, ratio to the
 //! baseline of this very run, p50/p99 latency), and the batch endpoint (cards/s).
+//! Then the same socket enqueue on PostgreSQL (1 and 32 clients, a daemon on a fresh
+//! database of the server `CONTACTQ_TEST_POSTGRES` names, else 127.0.0.1:5432) beside
+//! `pgbench -c 1` and `-c 32` single-row INSERT commits on the same server, in this run.
 //!
 //! Set `BENCH_SECONDS` to lengthen each measured window (default 5).
 
@@ -92,5 +95,59 @@ async fn run() {
         "| daemon RSS after the run | {} MiB |",
         status_kib(daemon.pid(), "VmRSS") / 1024
     );
+    daemon.stop();
+    postgres(window, warmup).await;
+}
+
+/// The PostgreSQL figures: pgbench's single-row INSERT commits and the socket enqueue
+/// of a daemon on the same server, each at 1 and 32 clients.
+async fn postgres(window: Duration, warmup: Duration) {
+    let Some(db) = contactq::test_postgres::TestDatabase::create().await else {
+        println!("\n(no PostgreSQL server: the PostgreSQL figures are left out)");
+        return;
+    };
+    println!("\n| PostgreSQL figure | value |\n| --- | --- |");
+    let seconds = window.as_secs().max(1);
+    let mut pgbench = Vec::new();
+    for clients in [1usize, 32] {
+        match pgbench_insert(&db.url, clients, seconds) {
+            Ok(tps) => {
+                pgbench.push((clients, tps));
+                println!("| pgbench -c {clients}, single-row INSERT commits | {tps:.0} tps |");
+            }
+            Err(why) => println!("| pgbench -c {clients} | failed: {why} |"),
+        }
+    }
+    let dir = work_dir();
+    let mut daemon = Daemon::configure_on(dir.path(), &[InstanceConf::never_drains()], &db.url);
+    daemon.start().await;
+    for clients in [1usize, 32] {
+        let cpu0 = cpu_time(daemon.pid());
+        let mut r = hammer(
+            &daemon.socket,
+            clients,
+            warmup,
+            window,
+            "/v1/instances/main/sendContact",
+            Bytes::from_static(CARD.as_bytes()),
+            1,
+        )
+        .await;
+        let cpu = cpu_time(daemon.pid()) - cpu0;
+        let versus = pgbench
+            .iter()
+            .find(|(c, _)| *c == clients)
+            .map_or(String::new(), |(_, tps)| {
+                format!(" = {:.2}x pgbench -c {clients}", r.per_second() / tps)
+            });
+        println!(
+            "| socket enqueue on PostgreSQL, {clients} clients | {:.0} cards/s{versus}; p50 {:.2} ms, p99 {:.2} ms; daemon CPU {:.0}%; errors {} |",
+            r.per_second(),
+            ms(r.percentile(0.50)),
+            ms(r.percentile(0.99)),
+            100.0 * cpu.as_secs_f64() / (window + warmup).as_secs_f64(),
+            r.errors,
+        );
+    }
     daemon.stop();
 }

@@ -72,7 +72,10 @@ pub enum LogFormat {
 pub struct DaemonSettings {
     pub socket: PathBuf,
     pub socket_mode: u32,
-    pub database: PathBuf,
+    pub database: Database,
+    /// `daemon.node`: this daemon's name among those sharing a database (default the
+    /// host name); PostgreSQL's `application_name` is `contactq/NODE`.
+    pub node: String,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
@@ -137,6 +140,8 @@ struct RawDaemon {
     socket: Option<String>,
     socket_mode: Option<String>,
     database: Option<String>,
+    database_password_file: Option<String>,
+    node: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -266,11 +271,44 @@ impl Settings {
         if let Some(level) = &d.log_level {
             check_log_level(level)?;
         }
-        let database = d
-            .database
-            .map(PathBuf::from)
-            .unwrap_or_else(|| default_database(env));
-        check_database_path(&database)?;
+        let database = match d.database {
+            Some(url) if is_postgres_url(&url) => {
+                let password = d
+                    .database_password_file
+                    .map(|file| read_token_file("daemon.database_password_file", Path::new(&file)))
+                    .transpose()?;
+                Database::Postgres(PostgresTarget::parse("daemon.database", &url, password)?)
+            }
+            other => {
+                if d.database_password_file.is_some() {
+                    return Err(key_error(
+                        "daemon.database_password_file",
+                        "only for a postgres:// daemon.database",
+                    ));
+                }
+                let path = other
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| default_database(env));
+                check_database_path(&path)?;
+                Database::Sqlite(path)
+            }
+        };
+        if matches!(database, Database::Postgres(_)) && d.max_database_size.is_some() {
+            return Err(key_error(
+                "daemon.max_database_size",
+                "caps a SQLite file; a PostgreSQL database's room is the server's to manage",
+            ));
+        }
+        let node = match d.node {
+            Some(node) if node.is_empty() || node.len() > 48 || node.contains(char::is_control) => {
+                return Err(key_error(
+                    "daemon.node",
+                    "a node name is 1 to 48 printable characters",
+                ))
+            }
+            Some(node) => node,
+            None => host_name(),
+        };
         let daemon = DaemonSettings {
             socket: d
                 .socket
@@ -278,6 +316,7 @@ impl Settings {
                 .unwrap_or_else(|| default_socket(env)),
             socket_mode,
             database,
+            node,
             metrics_listen,
             log_format,
             log_level: d.log_level,
@@ -511,6 +550,18 @@ fn check_database_path(database: &Path) -> Result<(), ConfigError> {
     Err(bad("no existing parent directory".into()))
 }
 
+/// This machine's host name (the default `daemon.node`).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if ok && !name.is_empty() => name.chars().take(48).collect(),
+        _ => "localhost".to_string(),
+    }
+}
+
 /// Whether this process may create entries in `dir` (access(2), so root passes).
 fn writable(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -686,6 +737,10 @@ fn daemon_path_from_config(file: Option<&Path>, key: &str) -> Option<PathBuf> {
         .ok()
         .map(PathBuf::from)
 }
+
+#[path = "config_database.rs"]
+mod database;
+pub use database::{is_postgres_url, Database, PostgresTarget};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

@@ -259,3 +259,56 @@ fn the_database_path_must_be_creatable() {
     }
     assert!(!dir.path().join("new").exists(), "checking creates nothing");
 }
+
+/// A `postgres://` database: the password (of the URL or of
+/// `database_password_file`) never prints, the file must be private, `node` is kept,
+/// and a password file with a SQLite path is a mistake naming the key.
+#[test]
+fn a_postgres_database_hides_its_password_and_reads_the_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let with = |database: &str, extra: &str| {
+        GOOD.replace(
+            "database = \"/tmp/x.db\"",
+            &format!("database = {database:?}\n{extra}"),
+        )
+    };
+    let s = load(
+        &with(
+            "postgres://queue:s3cret-pw@db.example:5432/contactq",
+            "node = \"app-1\"",
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.daemon.node, "app-1");
+    let shown = format!("{} {:?}", s.daemon.database, s.daemon.database);
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    assert!(
+        shown.contains("postgres://queue:***@db.example:5432/contactq"),
+        "{shown}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file-pw\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!("database_password_file = {:?}", file.display().to_string());
+    let s = load(&with("postgres://queue@db.example/contactq", &extra), &[]).unwrap();
+    let Database::Postgres(target) = &s.daemon.database else {
+        panic!("not PostgreSQL: {:?}", s.daemon.database);
+    };
+    assert!(!format!("{target:?}").contains("from-file-pw"));
+    let options = target.connect_options().unwrap();
+    assert_eq!(options.get_username(), "queue");
+    assert_eq!(options.get_database(), Some("contactq"));
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load(&with("postgres://queue@db.example/contactq", &extra), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("daemon.database_password_file"), "{err}");
+    let err = load(&with("/tmp/x.db", &extra), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("daemon.database_password_file"), "{err}");
+}

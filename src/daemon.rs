@@ -77,15 +77,23 @@ pub async fn run_until(
     ready: impl FnOnce(&Path),
 ) -> Result<(), DaemonError> {
     let settings = Arc::new(settings);
-    let _lock = lock_database(&settings.daemon.database)?;
-    let store = Store::open(
+    // One daemon per SQLite file; a PostgreSQL database is shared (docs/api.md §10).
+    let _lock = match settings.daemon.database.sqlite_path() {
+        Some(path) => Some(lock_database(path)?),
+        None => None,
+    };
+    let store = Store::open_database(
         &settings.daemon.database,
+        &settings.daemon.node,
         StoreOptions {
             max_page_count: settings.daemon.max_database_pages,
             ..StoreOptions::default()
         },
     )
     .await?;
+    store
+        .check_record(&crate::sharing::record_of(&settings), false)
+        .await?;
     let (listener, socket_is_ours) =
         bind_socket(&settings.daemon.socket, settings.daemon.socket_mode)?;
     let lines = Arc::new(Lines::new(
@@ -148,7 +156,7 @@ pub async fn run_until(
         stopping.recv().await;
         crate::notify::notify("STOPPING=1\nSTATUS=finishing in-flight sends");
     });
-    tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database.display(),
+    tracing::info!(socket = %settings.daemon.socket.display(), database = %settings.daemon.database, node = %settings.daemon.node,
         instances = settings.instances.len(), "contactq daemon listening");
     crate::notify::notify("READY=1\nSTATUS=accepting cards");
     ready(&settings.daemon.socket);

@@ -27,7 +27,10 @@ mod notify;
 mod protocol;
 mod quiet;
 pub mod sandbox;
+pub mod sharing;
 mod shutdown;
 mod state;
 pub mod store;
+#[doc(hidden)]
+pub mod test_postgres;
 mod upstream;

@@ -30,6 +30,8 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Daemon => runtime.block_on(run_daemon(&cli)),
         Command::CheckConfig => check_config(&cli),
+        Command::AdoptConfig => runtime.block_on(adopt_config(&cli)),
+        Command::MigrateStore(args) => runtime.block_on(migrate_store(args)),
         Command::Sandbox(args) => {
             contactq::logging::init(contactq::config::LogFormat::Text, None);
             match runtime.block_on(contactq::sandbox::run(args.clone())) {
@@ -82,9 +84,45 @@ fn check_config(cli: &cli::Cli) -> ExitCode {
         if names.len() == 1 { "" } else { "s" },
         names.join(", "),
         settings.daemon.socket.display(),
-        settings.daemon.database.display()
+        settings.daemon.database
     );
     ExitCode::SUCCESS
+}
+
+/// `contactq adopt-config`: this configuration becomes the shared database's record.
+async fn adopt_config(cli: &cli::Cli) -> ExitCode {
+    let settings = match load_settings(cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match contactq::sharing::adopt_config(&settings).await {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => daemon_failed(e),
+    }
+}
+
+/// `contactq migrate-store --from SQLITE_PATH --to postgres://…`.
+async fn migrate_store(args: &cli::MigrateStoreArgs) -> ExitCode {
+    match contactq::sharing::migrate_store(&args.from, &args.to).await {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => daemon_failed(e),
+    }
+}
+
+/// The exit code (and the line on stderr) of a daemon-side failure.
+fn daemon_failed(e: DaemonError) -> ExitCode {
+    eprintln!("contactq: {e}");
+    ExitCode::from(match e {
+        DaemonError::AlreadyRunning(_) => EX_TEMPFAIL,
+        DaemonError::Refused(_) => EX_CONFIG,
+        _ => EX_SOFTWARE,
+    })
 }
 
 /// `--socket` and CONTACTQ_SOCKET tell a client where the daemon is; the daemon's own

@@ -12,6 +12,16 @@ use common::{card, eventually, received_names, sandbox, DaemonConfig, TestDaemon
 use contactq::cli::client::ApiRequest;
 use serde_json::{json, Value};
 
+crate::on_both_backends!(
+    bulk_cancel_by_each_filter_and_their_combination_touches_only_queued_cards,
+    a_bulk_call_takes_at_most_10000_cards_and_says_more_and_the_cli_loops,
+    the_drain_never_sends_a_card_cancelled_in_bulk_from_its_held_head,
+    bulk_retry_puts_failed_and_expired_cards_at_the_tail_in_their_order,
+    an_id_is_found_by_its_start_in_any_case_and_an_ambiguous_start_lists_them,
+    list_filters_by_chat_id_and_phone,
+    bulk_changes_are_events_of_the_stream_one_per_card,
+);
+
 const CHAT_A: &str = "11001111111@c.us";
 const CHAT_B: &str = "11002222222@c.us";
 
@@ -45,7 +55,6 @@ async fn state_of(d: &TestDaemon, id: &str) -> String {
     d.message(id).await["state"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_cancel_by_each_filter_and_their_combination_touches_only_queued_cards() {
     let sb = sandbox().await;
     let metrics = free_loopback_addr();
@@ -191,7 +200,6 @@ async fn enqueue_10001(d: &TestDaemon) {
     d.enqueue_ok(&card(10_000)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_call_takes_at_most_10000_cards_and_says_more_and_the_cli_loops() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -239,7 +247,6 @@ async fn a_bulk_call_takes_at_most_10000_cards_and_says_more_and_the_cli_loops()
     assert!(sb.received(ID_INSTANCE).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_never_sends_a_card_cancelled_in_bulk_from_its_held_head() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -277,7 +284,6 @@ async fn the_drain_never_sends_a_card_cancelled_in_bulk_from_its_held_head() {
     assert_eq!(received.len() as u64 + cancelled, 20, "{received:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_retry_puts_failed_and_expired_cards_at_the_tail_in_their_order() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -339,7 +345,6 @@ async fn bulk_retry_puts_failed_and_expired_cards_at_the_tail_in_their_order() {
     assert_eq!(body, json!({"count": 0, "more": false}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_is_found_by_its_start_in_any_case_and_an_ambiguous_start_lists_them() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -416,7 +421,6 @@ async fn an_id_is_found_by_its_start_in_any_case_and_an_ambiguous_start_lists_th
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_filters_by_chat_id_and_phone() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -490,7 +494,6 @@ async fn list_filters_by_chat_id_and_phone() {
 
 /// Every card changed in bulk is one event of the stream, in the same transaction: a
 /// bulk cancel writes `cancelled` for each card it took, a bulk retry `queued` again.
-#[tokio::test]
 async fn bulk_changes_are_events_of_the_stream_one_per_card() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;

@@ -38,7 +38,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[tokio::test]
 async fn send_with_flags_prints_the_id_and_the_card_goes_out() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -76,7 +75,6 @@ async fn send_with_flags_prints_the_id_and_the_card_goes_out() {
     );
 }
 
-#[tokio::test]
 async fn json_output_is_exactly_what_the_socket_answered() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -102,7 +100,6 @@ async fn json_output_is_exactly_what_the_socket_answered() {
     );
 }
 
-#[tokio::test]
 async fn exit_codes_follow_sysexits() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -155,7 +152,6 @@ async fn exit_codes_follow_sysexits() {
     );
 }
 
-#[tokio::test]
 async fn send_file_takes_a_body_an_array_or_ndjson_from_stdin() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -181,7 +177,6 @@ async fn send_file_takes_a_body_an_array_or_ndjson_from_stdin() {
     assert_eq!(d.status().await["queued"], 5);
 }
 
-#[tokio::test]
 async fn cancel_retry_pause_and_resume_from_the_command_line() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -230,3 +225,12 @@ fn completions_and_man_page_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH"));
 }
+
+// Each of these runs on SQLite and on PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+crate::on_both_backends!(
+    send_with_flags_prints_the_id_and_the_card_goes_out,
+    json_output_is_exactly_what_the_socket_answered,
+    exit_codes_follow_sysexits,
+    send_file_takes_a_body_an_array_or_ndjson_from_stdin,
+    cancel_retry_pause_and_resume_from_the_command_line,
+);

@@ -10,7 +10,6 @@ use common::{card, eventually, sandbox, DaemonConfig, TestDaemon, ID_INSTANCE};
 use contactq::sandbox::ScriptStep;
 use serde_json::json;
 
-#[tokio::test]
 async fn pacing_survives_a_restart() {
     let sb = sandbox().await;
     let mut d = TestDaemon::start(
@@ -46,7 +45,6 @@ async fn pacing_survives_a_restart() {
     );
 }
 
-#[tokio::test]
 async fn a_crash_mid_send_is_reconciled_not_sent_again() {
     let sb = sandbox().await;
     // The API takes the card at once but answers only after 5 s: the daemon dies first.
@@ -86,7 +84,6 @@ async fn a_crash_mid_send_is_reconciled_not_sent_again() {
     assert_eq!(sent["attempts"], 1);
 }
 
-#[tokio::test]
 async fn sigterm_lets_the_in_flight_send_finish_and_exits_zero() {
     let sb = sandbox().await;
     sb.push_script(
@@ -340,7 +337,6 @@ fn start_clients(socket: &std::path::Path, clients: u64) -> Clients {
 /// starts, against a server that sometimes fails: every card answered 202 exists once
 /// and ends `sent`, every card the server took is `sent` with its idMessage, none was
 /// received twice, and the stored cards are exactly the ones the server received.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
     let started = std::time::Instant::now();
     let sb = common::sandbox_with(contactq::sandbox::SandboxOptions {
@@ -423,7 +419,6 @@ async fn kill_9_loop_loses_nothing_and_sends_nothing_twice() {
 
 /// At `send_delay = 0` an outcome is committed with the next claim; a crash between
 /// the API's answer and that commit must still end with every card sent once.
-#[tokio::test]
 async fn a_crash_while_draining_back_to_back_sends_nothing_twice() {
     let sb = common::sandbox_with(contactq::sandbox::SandboxOptions {
         rate_limits: false,
@@ -460,3 +455,12 @@ async fn a_crash_while_draining_back_to_back_sends_nothing_twice() {
     let stored = d.all_messages_paged().await;
     common::assert_received_once_and_recorded(&sb, &stored);
 }
+
+// Each of these runs on SQLite and on PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+crate::on_both_backends!(
+    pacing_survives_a_restart,
+    a_crash_mid_send_is_reconciled_not_sent_again,
+    sigterm_lets_the_in_flight_send_finish_and_exits_zero,
+    kill_9_loop_loses_nothing_and_sends_nothing_twice,
+    a_crash_while_draining_back_to_back_sends_nothing_twice,
+);

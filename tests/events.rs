@@ -13,6 +13,13 @@ use common::{card, eventually, sandbox, DaemonConfig, TestDaemon};
 use contactq::cli::client::ApiRequest;
 use serde_json::Value;
 
+crate::on_both_backends!(
+    event_seq_is_gap_free_and_in_order_under_32_enqueuers_a_drain_and_cancels,
+    follow_carries_a_new_event_within_a_second_and_heartbeats,
+    an_after_older_than_retention_answers_410_with_the_oldest_kept,
+    follow_prints_each_event_as_one_json_line,
+);
+
 /// Every event after `after` (non-follow: up to the last committed).
 async fn events_after(d: &TestDaemon, after: i64) -> Vec<Value> {
     let r = d
@@ -41,7 +48,6 @@ fn history_name(event: &str) -> &str {
     }
 }
 
-#[tokio::test]
 async fn event_seq_is_gap_free_and_in_order_under_32_enqueuers_a_drain_and_cancels() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -151,7 +157,6 @@ async fn event_seq_is_gap_free_and_in_order_under_32_enqueuers_a_drain_and_cance
     assert_eq!(seen, consecutive, "the follower saw 1, 2, 3, … with no gap");
 }
 
-#[tokio::test]
 async fn follow_carries_a_new_event_within_a_second_and_heartbeats() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -208,7 +213,6 @@ async fn follow_carries_a_new_event_within_a_second_and_heartbeats() {
     assert_eq!(d.get("/v1/events?instance=nope").await.0, 404);
 }
 
-#[tokio::test]
 async fn an_after_older_than_retention_answers_410_with_the_oldest_kept() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -250,7 +254,6 @@ async fn an_after_older_than_retention_answers_410_with_the_oldest_kept() {
     assert_eq!(status["stream"]["lastSeq"], 7, "{status}");
 }
 
-#[tokio::test]
 async fn follow_prints_each_event_as_one_json_line() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;

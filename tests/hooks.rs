@@ -10,10 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{card, eventually, sandbox, DaemonConfig, TestDaemon};
+use common::{card, eventually, sandbox, test_postgres, DaemonConfig, TestDaemon};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+
+crate::on_both_backends!(
+    an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment,
+    a_failing_hook_is_retried_until_it_succeeds_keeping_the_order,
+    a_hook_killed_with_the_daemon_still_fires_after_the_restart,
+    a_hook_that_hangs_is_killed_and_never_holds_the_line,
+    a_webhook_is_signed_and_retried_after_a_refusal,
+    an_outside_consumer_goes_on_from_its_cursor_across_runs,
+);
 
 /// An executable shell script at `dir/name`.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -68,7 +77,6 @@ async fn sent_seqs(d: &TestDaemon) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
 async fn an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +138,6 @@ async fn an_exec_hook_fires_for_each_sent_card_in_seq_order_with_its_environment
     assert_eq!(c["failures"], 0, "{c}");
 }
 
-#[tokio::test]
 async fn a_failing_hook_is_retried_until_it_succeeds_keeping_the_order() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +201,6 @@ async fn a_failing_hook_is_retried_until_it_succeeds_keeping_the_order() {
     assert_eq!(consumer(&d, "flaky").await["failures"], 0);
 }
 
-#[tokio::test]
 async fn a_hook_killed_with_the_daemon_still_fires_after_the_restart() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +255,6 @@ async fn a_hook_killed_with_the_daemon_still_fires_after_the_restart() {
     );
 }
 
-#[tokio::test]
 async fn a_hook_that_hangs_is_killed_and_never_holds_the_line() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +324,6 @@ async fn receiver(fail_first: usize) -> (String, Received) {
     (url, got)
 }
 
-#[tokio::test]
 async fn a_webhook_is_signed_and_retried_after_a_refusal() {
     const SECRET: &str = "s3cret-for-the-test-receiver";
     let sb = sandbox().await;
@@ -377,7 +381,6 @@ async fn a_webhook_is_signed_and_retried_after_a_refusal() {
     assert!(!d.logs().contains(SECRET), "the secret is never logged");
 }
 
-#[tokio::test]
 async fn an_outside_consumer_goes_on_from_its_cursor_across_runs() {
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
@@ -554,4 +557,97 @@ async fn a_hook_sees_none_of_the_daemons_environment_and_its_errors_hide_the_tok
     assert!(error.contains("leaking ***"), "{error}");
     assert!(!error.contains(common::TOKEN), "{error}");
     assert!(!d.logs().contains(common::TOKEN), "the log holds the token");
+}
+
+/// Two daemons on one PostgreSQL database with the same hook: one of them runs it, so
+/// each `sent` event is delivered once, not once per daemon; when that daemon is killed
+/// (-9) the other takes the hook over from its cursor in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_daemons_on_one_database_each_hook_runs_in_one_of_them() {
+    let Some(pg) = test_postgres().await else {
+        return;
+    };
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    // $PPID: the daemon that ran the program.
+    let program = script(
+        dir.path(),
+        "hook.sh",
+        &format!("echo \"$CONTACTQ_SEQ $PPID\" >> {}", log.display()),
+    );
+    let config = |node: &str| DaemonConfig {
+        postgres: Some(pg.clone()),
+        daemon_extra: format!("node = {node:?}"),
+        tables: exec_hook("onsent", &program, "events = [\"sent\"]"),
+        ..DaemonConfig::default()
+    };
+    let mut daemons = [
+        TestDaemon::start(&sb, config("node-a")).await,
+        TestDaemon::start(&sb, config("node-b")).await,
+    ];
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(daemons[n % 2].enqueue_ok(&card(n as u64)).await);
+    }
+    eventually(Duration::from_secs(20), "4 deliveries", || async {
+        lines(&log).len() >= 4
+    })
+    .await;
+    let runner: Vec<String> = lines(&log)
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert!(
+        runner.iter().all(|p| *p == runner[0]),
+        "two runners: {runner:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the cursor moved past them",
+        || async {
+            consumer(&daemons[0], "onsent").await["cursor"].as_i64()
+                == sent_seqs(&daemons[0])
+                    .await
+                    .last()
+                    .map(|(s, _)| s.parse().unwrap())
+        },
+    )
+    .await;
+    let killed = daemons
+        .iter()
+        .position(|d| d.pid().to_string() == runner[0])
+        .expect("the runner is one of the two daemons");
+    daemons[killed].kill9();
+    let survivor = &daemons[1 - killed];
+    for n in 4..8 {
+        ids.push(survivor.enqueue_ok(&card(n)).await);
+    }
+    for id in &ids {
+        survivor
+            .wait_state(id, "sent", Duration::from_secs(30))
+            .await;
+    }
+    eventually(Duration::from_secs(20), "8 deliveries", || async {
+        lines(&log).len() >= 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ran = lines(&log);
+    let seqs: Vec<String> = ran
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    let sent: Vec<String> = sent_seqs(survivor)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, sent, "each sent event once, in order: {ran:?}");
+    assert!(
+        ran[4..]
+            .iter()
+            .all(|l| l.ends_with(&survivor.pid().to_string())),
+        "{ran:?}"
+    );
 }

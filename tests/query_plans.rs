@@ -121,3 +121,54 @@ async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
         Some(2000)
     );
 }
+
+/// The same on PostgreSQL: each hot statement of the PostgreSQL store, planned as a
+/// generic plan (whatever the parameters) with sequential scans priced out, reads every
+/// table through an index. A table the planner can only scan would still show a `Seq
+/// Scan` here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hot_queries_never_scan_a_table() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = contactq::test_postgres::TestDatabase::create().await else {
+        return;
+    };
+    let target = contactq::config::PostgresTarget::parse("test", &db.url, None).unwrap();
+    let store = Store::open_database(
+        &contactq::config::Database::Postgres(target),
+        "plans",
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+        .await
+        .unwrap();
+    for (name, sql) in contactq::store::pg_hot_queries() {
+        let params = (1..=20)
+            .rev()
+            .find(|n| sql.contains(&format!("${n}")))
+            .unwrap_or(0);
+        conn.execute(format!("PREPARE hot AS {sql}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{sql}"));
+        let nulls = vec!["NULL"; params].join(", ");
+        let execute = if params == 0 {
+            "EXPLAIN EXECUTE hot".to_string()
+        } else {
+            format!("EXPLAIN EXECUTE hot({nulls})")
+        };
+        let plan: Vec<String> = sqlx::query_scalar(&execute)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        conn.execute("DEALLOCATE hot").await.unwrap();
+        assert!(
+            plan.iter().all(|step| !step.contains("Seq Scan")),
+            "{name} scans a table:\n{}\n{sql}",
+            plan.join("\n")
+        );
+    }
+    let _ = conn.close().await;
+    store.close().await;
+}

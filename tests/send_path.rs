@@ -9,7 +9,6 @@ use common::{card, eventually, sandbox, DaemonConfig, TestDaemon, ID_INSTANCE};
 use contactq::cli::client::ApiRequest;
 use serde_json::json;
 
-#[tokio::test]
 async fn enqueued_card_is_sent_with_id_message() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -36,7 +35,6 @@ async fn enqueued_card_is_sent_with_id_message() {
     assert!(history.iter().any(|h| h["event"] == "sent"), "{sent}");
 }
 
-#[tokio::test]
 async fn cards_go_out_in_fifo_order_no_closer_than_send_delay() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -85,7 +83,6 @@ async fn cards_go_out_in_fifo_order_no_closer_than_send_delay() {
     }
 }
 
-#[tokio::test]
 async fn nothing_is_sent_while_not_authorized_and_drains_once_authorized() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -118,7 +115,6 @@ async fn nothing_is_sent_while_not_authorized_and_drains_once_authorized() {
     assert_eq!(d.status().await["authorization"], "authorized");
 }
 
-#[tokio::test]
 async fn every_validation_rule_is_a_400_naming_the_field_and_stores_nothing() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -212,7 +208,6 @@ async fn every_validation_rule_is_a_400_naming_the_field_and_stores_nothing() {
     assert_eq!(d.status().await["queued"], 0);
 }
 
-#[tokio::test]
 async fn bodies_over_100_kib_are_413_and_unknown_instances_404() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -232,7 +227,6 @@ async fn bodies_over_100_kib_are_413_and_unknown_instances_404() {
     assert!(d.all_messages().await.is_empty());
 }
 
-#[tokio::test]
 async fn a_repeat_with_the_same_idempotency_key_returns_the_original() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -256,7 +250,6 @@ async fn a_repeat_with_the_same_idempotency_key_returns_the_original() {
     assert_eq!(sb.received(ID_INSTANCE).len(), 1);
 }
 
-#[tokio::test]
 async fn a_queued_card_can_be_cancelled_once() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -281,7 +274,6 @@ async fn a_queued_card_can_be_cancelled_once() {
     assert_eq!(d.status().await["cancelled"], 1);
 }
 
-#[tokio::test]
 async fn list_pages_newest_first_with_filters() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -318,7 +310,6 @@ async fn list_pages_newest_first_with_filters() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
 async fn batch_enqueue_is_all_or_nothing() {
     let sb = sandbox().await;
     sb.set_state(None, "notAuthorized");
@@ -347,3 +338,16 @@ async fn batch_enqueue_is_all_or_nothing() {
         .collect();
     assert_eq!(positions, [1, 2, 3]);
 }
+
+// Each of these runs on SQLite and on PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+crate::on_both_backends!(
+    enqueued_card_is_sent_with_id_message,
+    cards_go_out_in_fifo_order_no_closer_than_send_delay,
+    nothing_is_sent_while_not_authorized_and_drains_once_authorized,
+    every_validation_rule_is_a_400_naming_the_field_and_stores_nothing,
+    bodies_over_100_kib_are_413_and_unknown_instances_404,
+    a_repeat_with_the_same_idempotency_key_returns_the_original,
+    a_queued_card_can_be_cancelled_once,
+    list_pages_newest_first_with_filters,
+    batch_enqueue_is_all_or_nothing,
+);

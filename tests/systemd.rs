@@ -116,8 +116,8 @@ fn commented_out_example_keys_are_valid_too() {
     let settings = Settings::load_from(Some(&file), &HashMap::new())
         .unwrap_or_else(|e| panic!("the example with its optional keys does not load: {e}"));
     assert_eq!(
-        settings.daemon.database,
-        Path::new("/var/lib/contactq/queue.db")
+        settings.daemon.database.sqlite_path(),
+        Some(Path::new("/var/lib/contactq/queue.db"))
     );
     assert_eq!(
         settings.daemon.metrics_listen,

@@ -13,6 +13,12 @@ use common::{card, received_names, sandbox, DaemonConfig, TestDaemon, ID_INSTANC
 use contactq::cli::client::ApiRequest;
 use serde_json::{json, Value};
 
+crate::on_both_backends!(
+    a_card_due_later_does_not_go_before_it_and_holds_nobody_behind_it,
+    not_before_is_checked_compared_by_the_idempotency_key_and_taken_by_send_at,
+    inside_quiet_hours_nothing_is_sent_and_waiting_for_says_until_when,
+);
+
 fn ms(text: &Value) -> i64 {
     DateTime::parse_from_rfc3339(text.as_str().unwrap_or_else(|| panic!("{text}")))
         .unwrap()
@@ -28,7 +34,6 @@ fn not_before_query(at: &str) -> String {
     format!("?notBefore={}", at.replace('+', "%2B").replace(':', "%3A"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_due_later_does_not_go_before_it_and_holds_nobody_behind_it() {
     let sb = sandbox().await;
     let d = TestDaemon::start(
@@ -107,7 +112,6 @@ async fn a_card_due_later_does_not_go_before_it_and_holds_nobody_behind_it() {
     assert_eq!(d.status().await["scheduled"], 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_before_is_checked_compared_by_the_idempotency_key_and_taken_by_send_at() {
     let sb = sandbox().await;
     let d = TestDaemon::start(&sb, DaemonConfig::default()).await;
@@ -253,7 +257,6 @@ fn window_around_now() -> (String, DateTime<Utc>) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inside_quiet_hours_nothing_is_sent_and_waiting_for_says_until_when() {
     let sb = sandbox().await;
     let (window, end) = window_around_now();

@@ -70,11 +70,18 @@ pub struct Daemon {
 impl Daemon {
     /// Writes the config under `dir` (the database is `dir/queue.db`).
     pub fn configure(dir: &Path, instances: &[InstanceConf]) -> Daemon {
+        let database = dir.join("queue.db");
+        Self::configure_on(dir, instances, &database.display().to_string())
+    }
+
+    /// Writes the config under `dir` for the database `database` (a path, or a
+    /// `postgres://` URL).
+    pub fn configure_on(dir: &Path, instances: &[InstanceConf], database_key: &str) -> Daemon {
         let socket = dir.join("contactq.sock");
         let database = dir.join("queue.db");
         let config = dir.join("contactq.toml");
         let mut text = format!(
-            "[daemon]\nsocket = {socket:?}\ndatabase = {database:?}\nlog_level = \"warn\"\n\n\
+            "[daemon]\nsocket = {socket:?}\ndatabase = {database_key:?}\nlog_level = \"warn\"\n\n\
              [queue]\nmax_age = \"24h\"\nstate_poll = \"1s\"\n"
         );
         for i in instances {
@@ -396,4 +403,50 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cpus} CPUs, {model}, Linux {}", kernel.trim())
+}
+
+/// `pgbench` from this machine: single-row INSERT commits (one transaction each, as
+/// `-f` runs a script of one statement) by `clients` clients for `seconds` against
+/// `url`, into a table made for it. Answers transactions per second, or why not.
+pub fn pgbench_insert(url: &str, clients: usize, seconds: u64) -> Result<f64, String> {
+    let dir = work_dir();
+    let script = dir.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO pgbench_cards (body) VALUES (repeat('x', 200));\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let psql = Command::new("psql")
+        .arg(url)
+        .arg("-qc")
+        .arg("CREATE TABLE IF NOT EXISTS pgbench_cards (seq bigserial PRIMARY KEY, body text NOT NULL)")
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    if !psql.status.success() {
+        return Err(String::from_utf8_lossy(&psql.stderr).into_owned());
+    }
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(8).to_string(),
+        ])
+        .args(["-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "no tps in pgbench's output: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }

@@ -19,7 +19,18 @@ use crate::store::StoreError;
 const CHUNK: usize = 256 * 1024;
 
 pub async fn backup(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let database = &state.settings.daemon.database;
+    let Some(database) = state.settings.daemon.database.sqlite_path() else {
+        // PostgreSQL: the store says what to use instead.
+        return Err(state
+            .store
+            .backup_into(std::path::Path::new(""))
+            .await
+            .err()
+            .map_or_else(
+                || ApiError::Internal("no backup for this database".into()),
+                ApiError::from,
+            ));
+    };
     let dir = database
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -62,6 +62,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => {
                 ApiError::Unavailable(format!("database unavailable: {m}"))
             }
+            StoreError::Unsupported(why) => ApiError::BadRequest {
+                error: "not available with this database".to_string(),
+                details: why,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -66,6 +66,12 @@ pub enum Command {
     Backup(BackupArgs),
     /// Put a backup in place of the database (the daemon must be stopped); pauses every line.
     Restore(RestoreArgs),
+    /// Record this configuration's `[instances]` in the shared PostgreSQL database,
+    /// replacing the record the daemons sharing it are checked against.
+    AdoptConfig,
+    /// Copy a SQLite database into an empty PostgreSQL one, check the counts, and mark
+    /// the SQLite file as moved (no daemon starts on it again).
+    MigrateStore(MigrateStoreArgs),
     /// A local Green API emulator on loopback, for trying the daemon and for tests.
     Sandbox(SandboxArgs),
     /// Start a sandbox and a daemon in a temporary directory and watch sample cards drain.
@@ -258,6 +264,17 @@ pub struct BackupArgs {
     pub dest: PathBuf,
     #[command(flatten)]
     pub socket: SocketArg,
+}
+
+/// `contactq migrate-store`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateStoreArgs {
+    /// The SQLite database file (no daemon may be running on it).
+    #[arg(long, value_name = "SQLITE_PATH")]
+    pub from: PathBuf,
+    /// The PostgreSQL database, `postgres://…`; it must be empty.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }
 
 /// `contactq restore`.

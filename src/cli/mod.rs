@@ -20,7 +20,7 @@ use std::io::{IsTerminal, Write};
 
 use clap::CommandFactory;
 
-pub use args::{default_socket_path, parse_args, resolve_socket, Cli, Command};
+pub use args::{default_socket_path, parse_args, resolve_socket, Cli, Command, MigrateStoreArgs};
 pub use error::CliError;
 
 use commands::Ctx;
@@ -76,11 +76,14 @@ pub async fn execute(cli: &Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
             std::fs::create_dir_all(dir)?;
             Ok(clap_mangen::generate_to(Cli::command(), dir)?)
         }
-        Command::Daemon | Command::CheckConfig | Command::Sandbox(_) | Command::Demo => {
-            Err(CliError::Usage(
-                "daemon, check-config, sandbox and demo are not client commands".into(),
-            ))
-        }
+        Command::Daemon
+        | Command::CheckConfig
+        | Command::AdoptConfig
+        | Command::MigrateStore(_)
+        | Command::Sandbox(_)
+        | Command::Demo => Err(CliError::Usage(
+            "daemon, check-config, sandbox and demo are not client commands".into(),
+        )),
     }
 }
 

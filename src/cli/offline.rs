@@ -80,6 +80,13 @@ pub fn restore(
         .database
         .clone()
         .unwrap_or_else(|| crate::config::database_from_config(config));
+    if crate::config::is_postgres_url(&database.to_string_lossy()) {
+        return Err(CliError::BadInput(
+            "daemon.database is a PostgreSQL database: restore it with pg_restore \
+             (contactq restore puts back SQLite files only)"
+                .into(),
+        ));
+    }
     if !args.backup.is_file() {
         return Err(CliError::Input {
             path: args.backup.clone(),

@@ -54,6 +54,9 @@ const MAX_WAIT: Duration = Duration::from_secs(15);
 const RESTART_MARGIN_MS: i64 = 250;
 /// The API allows one `getStateInstance` (and journal call) per second per instance.
 const STATE_CALL_GAP_MS: i64 = 1100;
+/// On a database several daemons share: how often a follower tries to take the
+/// instance, and the longest a drainer waits before reading its line again.
+const SHARED_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Cards read from the head of the line at a time.
 const HEAD_BATCH: i64 = 32;
 
@@ -137,6 +140,9 @@ pub struct Drain {
     next_due: Option<Option<i64>>,
     /// The instance's quiet hours.
     quiet: Option<crate::quiet::QuietHours>,
+    /// Whether this daemon drained the instance at the last turn (always, on SQLite;
+    /// on a shared database only while it holds the instance: [`Store::try_lead`]).
+    leading: bool,
 }
 
 impl Drain {
@@ -174,6 +180,7 @@ impl Drain {
             next_send: None,
             next_due: None,
             quiet: instance.quiet_hours.clone(),
+            leading: false,
         }
     }
 
@@ -187,8 +194,21 @@ impl Drain {
     /// Steps until shutdown; an in-flight send is always finished first.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         tracing::info!(instance = %self.name, "drain started");
+        // On a database other daemons share, their enqueues, pauses and cancels ring no
+        // bell here: the line is read again at least this often.
+        let shared = self.store.is_shared();
         while !shutdown.is_shutdown() {
             self.line.update(|s| s.heartbeat = Some(Instant::now()));
+            if !self.lead().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(SHARED_LOOK_EVERY) => {}
+                    _ = shutdown.recv() => {}
+                }
+                continue;
+            }
+            if shared {
+                self.persisted = None;
+            }
             let outcome = match self.step().await {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -197,10 +217,11 @@ impl Drain {
                     Outcome::Wait(Duration::from_secs(1))
                 }
             };
+            let most = if shared { SHARED_LOOK_EVERY } else { MAX_WAIT };
             let wait = match outcome {
                 Outcome::Progress => continue,
-                Outcome::Wait(d) => d.min(MAX_WAIT),
-                Outcome::Idle => MAX_WAIT,
+                Outcome::Wait(d) => d.min(most),
+                Outcome::Idle => most,
             };
             let wait = self.cap_wait(wait);
             tokio::select! {
@@ -214,6 +235,22 @@ impl Drain {
             tracing::warn!(instance = %self.name, %error, "could not record the last outcome");
         }
         tracing::info!(instance = %self.name, "drain stopped");
+    }
+
+    /// Whether this daemon drains the instance now. On taking it over, everything kept
+    /// of the database is read afresh: a card another daemon left `sending` is
+    /// reconciled first, and pacing starts from the persisted last send.
+    async fn lead(&mut self) -> bool {
+        let leading = self.store.try_lead(&self.name).await;
+        if leading && !self.leading {
+            self.forget();
+            self.next_send = None;
+        } else if !leading && self.leading {
+            tracing::warn!(instance = %self.name, "another daemon drains this instance now");
+            self.head.clear();
+        }
+        self.leading = leading;
+        leading
     }
 
     /// One unit of work.

@@ -7,7 +7,10 @@
 //! `seq` order and delivers them one at a time ([`Deliverer`]: [`exec`] or [`webhook`]);
 //! the cursor moves on only after a delivery succeeded (exit 0, a 2xx), so a crash or
 //! `kill -9` at any point delivers the event again after the restart: at least once.
-//! A failure is recorded (`status`, metrics) and retried after a back-off that doubles
+//! On a PostgreSQL database several daemons share, each hook runs in one daemon at a
+//! time (`Store::try_run_hook`, a lock per hook name); the others look every
+//! [`OTHER_DAEMON_LOOK`] and take over, from the cursor in the database, when that
+//! daemon is gone. A failure is recorded (`status`, metrics) and retried after a back-off that doubles
 //! from `retry_initial` to `retry_max`. Events the hook does not take move the cursor
 //! on without a delivery. A new hook starts at the newest event: it is told of what
 //! happens from its first start on.
@@ -29,6 +32,9 @@ use crate::store::{Store, StoreError};
 const PAGE: i64 = 200;
 /// The wait after the store failed to answer.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How often a daemon that does not run a hook (another daemon on the shared
+/// PostgreSQL database does) looks whether it should take it over.
+const OTHER_DAEMON_LOOK: Duration = Duration::from_secs(1);
 
 /// Delivers one event to an exec program or a webhook.
 #[derive(Debug, Clone)]
@@ -134,24 +140,39 @@ pub fn spawn_all(
 
 /// One hook until shutdown.
 async fn run(hook: HookSettings, deliverer: Deliverer, store: Store, mut shutdown: Shutdown) {
-    let mut cursor = loop {
-        match start(&hook.name, &store).await {
-            Ok(cursor) => break cursor,
-            Err(error) => {
-                tracing::warn!(hook = %hook.name, %error, "hook: cannot read its cursor; will try again");
+    let mut committed = store.subscribe_events();
+    // Read from the store each time this daemon (re)takes the hook: while another
+    // daemon on a shared database ran it, that one moved the cursor.
+    let mut cursor: Option<i64> = None;
+    loop {
+        if !store.try_run_hook(&hook.name).await {
+            if cursor.take().is_some() {
+                tracing::info!(hook = %hook.name, "hook: another daemon runs it now");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(OTHER_DAEMON_LOOK) => continue,
+                _ = shutdown.recv() => return,
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(STORE_RETRY) => {}
-            _ = shutdown.recv() => return,
-        }
-    };
-    tracing::info!(hook = %hook.name, kind = hook.target.kind(), cursor, "hook started");
-    let mut committed = store.subscribe_events();
-    loop {
+        let position = match cursor.as_mut() {
+            Some(position) => position,
+            None => match start(&hook.name, &store).await {
+                Ok(position) => {
+                    tracing::info!(hook = %hook.name, kind = hook.target.kind(), cursor = position, "hook started");
+                    cursor.insert(position)
+                }
+                Err(error) => {
+                    tracing::warn!(hook = %hook.name, %error, "hook: cannot read its cursor; will try again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_RETRY) => continue,
+                        _ = shutdown.recv() => return,
+                    }
+                }
+            },
+        };
         committed.borrow_and_update();
         let step = tokio::select! {
-            step = turn(&hook, &deliverer, &store, &mut cursor) => step,
+            step = turn(&hook, &deliverer, &store, position) => step,
             _ = shutdown.recv() => return,
         };
         match step {
@@ -159,6 +180,8 @@ async fn run(hook: HookSettings, deliverer: Deliverer, store: Store, mut shutdow
             Ok(false) => {
                 tokio::select! {
                     changed = committed.changed() => if changed.is_err() { return },
+                    // Another daemon may take the hook over meanwhile: look again.
+                    _ = tokio::time::sleep(OTHER_DAEMON_LOOK) => {}
                     _ = shutdown.recv() => return,
                 }
             }

@@ -27,6 +27,11 @@ impl Cause {
         })
     }
 
+    /// The driver's error of this cause, if it is one of type `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+
     /// A cause that is only a message (no driver error behind it).
     pub fn msg(message: impl Into<String>) -> Cause {
         let boxed: Box<dyn std::error::Error + Send + Sync> = message.into().into();
@@ -66,6 +71,10 @@ pub enum StoreError {
     Migrate(#[source] Cause),
     #[error("database error: {0}")]
     Database(#[source] Cause),
+    /// The operation does not exist for this backend (a file backup of PostgreSQL):
+    /// the text says what to use instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl StoreError {
@@ -91,9 +100,26 @@ impl StoreError {
             | StoreError::Refused(_)
             | StoreError::Migrate(_)
             | StoreError::Database(_) => true,
-            StoreError::NotFound | StoreError::Conflict(_) | StoreError::IdempotencyMismatch => {
-                false
-            }
+            StoreError::NotFound
+            | StoreError::Conflict(_)
+            | StoreError::IdempotencyMismatch
+            | StoreError::Unsupported(_) => false,
+        }
+    }
+}
+
+/// sqlx's errors, from whichever backend: PostgreSQL's SQLSTATEs are told apart by
+/// [`super::postgres`], SQLite's result codes by [`super::sqlite`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let is_pg = e
+            .as_database_error()
+            .and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+            .is_some();
+        if is_pg {
+            super::postgres::classify(e)
+        } else {
+            super::sqlite::classify(e)
         }
     }
 }

@@ -8,20 +8,26 @@
 //! - [`sqlite`]: the SQLite backend behind the interface. Every write there runs on
 //!   one thread that owns the only writing connection (group-committed: several writes,
 //!   one transaction, one fsync); every read on read-only connections;
+//! - [`postgres`]: the PostgreSQL backend, one database shared by several daemons
+//!   (enqueues group-committed by writer tasks, one drainer per instance);
+//! - [`migrate`]: `contactq migrate-store`, a SQLite database copied into PostgreSQL;
 //! - [`guard`]: what is checked about the database files (modes, `quick_check`, a file
 //!   deleted or replaced under the daemon); `backup`: offline restore and the copy's check.
 //!
 //! Why an enum of backends rather than a trait object: the methods stay plain `async fn`
-//! (no boxed future, no allocation on the enqueue and claim hot paths), and a second
-//! backend (PostgreSQL is next) is a new variant that every method must then handle,
-//! checked by the compiler, not a trait that can be implemented halfway.
+//! (no boxed future, no allocation on the enqueue and claim hot paths), and each
+//! backend is a variant that every method must handle, checked by the compiler, not a
+//! trait that can be implemented halfway.
 //!
-//! The imports run one way: this file → `sqlite` → `model`, `error`, `guard`.
+//! The imports run one way: this file → `sqlite`, `postgres`, `migrate` → `model`,
+//! `error`, `guard`.
 
 mod backup;
 mod error;
 pub(crate) mod guard;
+pub mod migrate;
 mod model;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -33,10 +39,14 @@ pub use model::{
     EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
     StreamEvent, UncertainCard,
 };
+pub use postgres::hot_queries as pg_hot_queries;
+pub use postgres::record::{Record, RecordedInstance};
 pub use sqlite::{hot_queries, BULK_LIMIT, EXPIRY_BATCH, JOIN_BATCH};
 
 use crate::clock::now_ms;
+use crate::config::Database;
 use crate::event::EventKind;
+use postgres::PgStore;
 use sqlite::SqliteStore;
 
 /// How the store is opened.
@@ -68,6 +78,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// Calls the same method on whichever backend is open.
@@ -75,6 +86,7 @@ macro_rules! on_backend {
     ($self:ident, $b:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -89,10 +101,71 @@ impl Store {
         })
     }
 
+    /// Opens the database `daemon.database` names: the SQLite file, or the PostgreSQL
+    /// database (connecting as `contactq/NODE`, migrating, starting the writer).
+    pub async fn open_database(
+        database: &Database,
+        node: &str,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Store::open(path, options).await,
+            Database::Postgres(target) => {
+                let connect = target.connect_options().map_err(|e| {
+                    StoreError::Refused(format!("daemon.database {}: {e}", target.redacted()))
+                })?;
+                let pg = PgStore::open(connect, node, options.readers).await?;
+                Ok(Store {
+                    backend: Backend::Postgres(pg),
+                })
+            }
+        }
+    }
+
+    /// Whether several daemons may share this store (PostgreSQL): another daemon's
+    /// changes are seen only by reading the database again.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
     /// Whether the database files are still the ones the store opened (see
-    /// [`guard::Identity`]); an error once either was deleted or replaced.
+    /// [`guard::Identity`]); an error once either was deleted or replaced. PostgreSQL
+    /// has no files of ours.
     pub fn verify_files(&self) -> Result<(), StoreError> {
-        on_backend!(self, b => b.verify_files())
+        match &self.backend {
+            Backend::Sqlite(b) => b.verify_files(),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Whether this daemon drains `instance` now: always with SQLite (one daemon per
+    /// file); with PostgreSQL only while it holds the instance's lock, so two daemons
+    /// never drain one instance at once.
+    pub async fn try_lead(&self, instance: &str) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(b) => b.try_lead(instance).await,
+        }
+    }
+
+    /// Whether this daemon runs hook `name` now: always with SQLite (one daemon per
+    /// file); with PostgreSQL only while it holds the hook's lock, so one daemon of
+    /// those sharing the database delivers each hook's events.
+    pub async fn try_run_hook(&self, name: &str) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(b) => b.try_run_hook(name).await,
+        }
+    }
+
+    /// Checks this daemon's `[instances]` against the record of a shared database
+    /// (Refused, naming the first difference), writing it when there is none yet;
+    /// `adopt` replaces it (`contactq adopt-config`). Nothing to check with SQLite.
+    pub async fn check_record(&self, mine: &Record, adopt: bool) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(b) => b.check_record(mine, adopt).await,
+        }
     }
 
     /// Whether the database answers and its writer is alive (if it died, the watchdog
@@ -388,7 +461,10 @@ impl Store {
 
     #[cfg(test)]
     fn sqlite(&self) -> &SqliteStore {
-        on_backend!(self, b => b)
+        match &self.backend {
+            Backend::Sqlite(b) => b,
+            Backend::Postgres(_) => panic!("not a SQLite store"),
+        }
     }
 }
 
@@ -398,3 +474,7 @@ mod tests;
 #[cfg(test)]
 #[path = "stream_tests.rs"]
 mod stream_tests;
+#[cfg(test)]
+mod tests_both;
+#[cfg(test)]
+mod tests_both_more;

@@ -268,3 +268,20 @@ pub struct ConsumerRow {
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
 }
+
+/// The hash an idempotency key records of its request: the cards and the `notBefore`
+/// asked for (as given, so a repeat after that time has passed still matches); the
+/// same on every backend, so a key copied by `migrate-store` still recognizes its
+/// body. A request without `notBefore` hashes as it did before the field existed.
+pub(super) fn body_hash(cards: &[Card], not_before: Option<i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for card in cards {
+        hasher.update(card.canonical().as_bytes());
+        hasher.update(b"\n");
+    }
+    if let Some(at) = not_before {
+        hasher.update(format!("notBefore={at}\n").as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}

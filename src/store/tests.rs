@@ -1,4 +1,5 @@
-//! Store tests: the single writer, its group transactions, and its connection.
+//! Store tests of the SQLite backend: the single writer, its group transactions, and
+//! its connection. The tests every backend must pass are in `tests_both.rs`.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 
-async fn open(dir: &tempfile::TempDir, max_page_count: Option<u64>) -> Store {
+pub(super) async fn open(dir: &tempfile::TempDir, max_page_count: Option<u64>) -> Store {
     Store::open(
         &dir.path().join("queue.db"),
         StoreOptions {
@@ -18,13 +19,13 @@ async fn open(dir: &tempfile::TempDir, max_page_count: Option<u64>) -> Store {
     .unwrap()
 }
 
-fn card(n: u64) -> crate::contact::Card {
+pub(super) fn card(n: u64) -> crate::contact::Card {
     crate::contact::Card::parse(&json!({"chatId": format!("{}@c.us", 11_000_000_000u64 + n),
         "contact": {"phoneContact": 79_000_000_000u64 + n, "firstName": "Artem"}}))
     .unwrap()
 }
 
-fn request(instance: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
+pub(super) fn request(instance: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
     EnqueueRequest {
         instance: instance.into(),
         cards,
@@ -35,7 +36,7 @@ fn request(instance: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
     }
 }
 
-async fn created(store: &Store, instance: &str, n: u64) -> Vec<MessageRow> {
+pub(super) async fn created(store: &Store, instance: &str, n: u64) -> Vec<MessageRow> {
     match store
         .enqueue(request(instance, vec![card(n)]))
         .await
@@ -235,209 +236,6 @@ async fn a_failed_write_rolls_back_only_its_group_and_the_connection_is_replaced
     let after = created(&store, "main", 3).await;
     assert_eq!(store.message(&after[0].id).await.unwrap().state, "queued");
     assert_eq!(store.counts("main").await.unwrap().get("queued"), 2);
-    store.close().await;
-}
-
-/// Cancel, retry, pause/resume, holds and expiry run while enqueues and the drain's
-/// claims and outcomes stream in: every one commits, none meets SQLITE_BUSY (one
-/// connection writes, so nothing waits at SQLite's lock), and the counts add up.
-#[tokio::test]
-async fn state_changes_among_enqueues_and_claims_all_commit_without_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir, None).await;
-    const ROUNDS: u64 = 60;
-
-    let enqueuer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for n in 0..ROUNDS {
-                let cards = vec![card(n), card(n + 1000)];
-                match store.enqueue(request("main", cards)).await {
-                    Ok(EnqueueOutcome::Created { rows, .. }) => ids.extend(rows),
-                    other => panic!("enqueue {n}: {other:?}"),
-                }
-            }
-            ids
-        })
-    };
-    let drain = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut sent = 0u64;
-            let mut last: Option<String> = None;
-            let sent_record = SendOutcomeRecord::Sent {
-                id_message: "X".into(),
-            };
-            for _ in 0..ROUNDS * 4 {
-                let head = store.head_rows("other", 1).await.unwrap();
-                let Some(row) = head.into_iter().next() else {
-                    if let Some(id) = last.take() {
-                        store.record_outcome(&id, &sent_record, 1).await.unwrap();
-                        sent += 1;
-                    }
-                    tokio::task::yield_now().await;
-                    continue;
-                };
-                let finished = last.as_deref().map(|id| (id, &sent_record, 1));
-                match store.finish_and_begin(finished, &row.id, "other", 2).await {
-                    Ok(_) => {
-                        if last.is_some() {
-                            sent += 1;
-                        }
-                        last = Some(row.id);
-                    }
-                    Err(e) => panic!("claim: {e}"),
-                }
-            }
-            if let Some(id) = last.take() {
-                store.record_outcome(&id, &sent_record, 1).await.unwrap();
-                sent += 1;
-            }
-            sent
-        })
-    };
-    // The drain's own line is fed by a second stream of enqueues.
-    let feeder = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            for n in 0..ROUNDS {
-                store
-                    .enqueue(request("other", vec![card(5000 + n)]))
-                    .await
-                    .unwrap();
-            }
-        })
-    };
-    let changes = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut cancelled = 0;
-            for n in 0..ROUNDS {
-                store.set_paused("main", n % 2 == 0).await.unwrap();
-                store
-                    .set_hold("main", Some(n as i64), Some("quota"))
-                    .await
-                    .unwrap();
-                store
-                    .set_chat_hold("main", "1@c.us", n as i64, "chats quota")
-                    .await
-                    .unwrap();
-                store
-                    .end_chat_hold("main", "1@c.us", n as i64)
-                    .await
-                    .unwrap();
-                store.expire_due(0).await.unwrap();
-                let (page, _) = store
-                    .list(&ListFilter {
-                        instance: Some("main".into()),
-                        state: Some("queued".into()),
-                        limit: 1,
-                        ..ListFilter::default()
-                    })
-                    .await
-                    .unwrap();
-                if let Some(row) = page.first() {
-                    store.cancel(&row.id).await.unwrap();
-                    cancelled += 1;
-                    // A cancelled card cannot be retried: a refusal, not a failure.
-                    let refused = store.retry(&row.id, 1000).await;
-                    assert!(
-                        matches!(refused, Err(StoreError::Conflict(_))),
-                        "{refused:?}"
-                    );
-                }
-            }
-            store.set_paused("main", false).await.unwrap();
-            cancelled
-        })
-    };
-    let limit = Duration::from_secs(60);
-    let enqueued = tokio::time::timeout(limit, enqueuer)
-        .await
-        .unwrap()
-        .unwrap();
-    tokio::time::timeout(limit, feeder).await.unwrap().unwrap();
-    let sent = tokio::time::timeout(limit, drain).await.unwrap().unwrap();
-    let cancelled = tokio::time::timeout(limit, changes).await.unwrap().unwrap();
-
-    assert_eq!(enqueued.len() as u64, ROUNDS * 2);
-    assert!(cancelled > 0, "nothing was cancelled");
-    let main = store.counts("main").await.unwrap();
-    assert_eq!(main.get("cancelled"), cancelled);
-    assert_eq!(
-        main.get("queued") + main.get("cancelled"),
-        ROUNDS as i64 * 2
-    );
-    let other = store.counts("other").await.unwrap();
-    assert_eq!(other.get("sent") as u64, sent);
-    assert_eq!(other.get("sent") + other.get("queued"), ROUNDS as i64);
-    // The last resume released the holds.
-    let line = store.instance("main").await.unwrap();
-    assert!(!line.paused);
-    assert_eq!(line.hold_until, None);
-    assert!(store.chat_holds("main").await.unwrap().is_empty());
-    store.close().await;
-}
-
-/// A cancelled card goes to `cancelled` with its history line in the same transaction;
-/// cancelling an unknown id is NotFound and writes nothing.
-#[tokio::test]
-async fn cancel_writes_the_state_and_its_history_line_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir, None).await;
-    let rows = created(&store, "main", 1).await;
-    let row = store.cancel(&rows[0].id).await.unwrap();
-    assert_eq!(row.state, "cancelled");
-    let events: Vec<String> = store
-        .history(&rows[0].id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
-    assert_eq!(events, ["enqueued", "cancelled"]);
-    assert!(matches!(
-        store.cancel("01NOSUCHMESSAGE").await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(store.counts("main").await.unwrap().get("cancelled"), 1);
-    store.close().await;
-}
-
-/// A paused line's cards are not claimed, whatever the drain last read of the line:
-/// the pause and the claim are ordered by the one writer. Resuming lets the claim go.
-#[tokio::test]
-async fn a_paused_line_claims_nothing_until_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir, None).await;
-    store.set_paused("main", true).await.unwrap();
-    let rows = created(&store, "main", 1).await;
-    let refused = store.begin_attempt(&rows[0].id, "main", 1000).await;
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
-    let row = store.message(&rows[0].id).await.unwrap();
-    assert_eq!((row.state.as_str(), row.attempts), ("queued", 0));
-    assert_eq!(store.instance("main").await.unwrap().last_send_at, None);
-    // Another line is not affected.
-    let other = created(&store, "other", 2).await;
-    assert_eq!(
-        store
-            .begin_attempt(&other[0].id, "other", 1000)
-            .await
-            .unwrap(),
-        1
-    );
-    store.set_paused("main", false).await.unwrap();
-    assert_eq!(
-        store
-            .begin_attempt(&rows[0].id, "main", 2000)
-            .await
-            .unwrap(),
-        1
-    );
     store.close().await;
 }
 

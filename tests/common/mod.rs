@@ -1,5 +1,6 @@
 //! Shared set-up for the black-box tests: a real `contactq daemon` process on a Unix
-//! socket and SQLite file in a temp directory, talking to the in-process sandbox over
+//! socket and SQLite file in a temp directory (or a fresh PostgreSQL database: see
+//! [`on_postgres`] and [`on_both_backends!`]), talking to the in-process sandbox over
 //! loopback HTTP.
 #![allow(dead_code)]
 
@@ -36,6 +37,53 @@ pub struct DaemonConfig {
     pub database: Option<PathBuf>,
     /// Tables appended after the instances (`[hooks.NAME]` …).
     pub tables: String,
+    /// A PostgreSQL database to share with other daemons (see [`TestPostgres`]); by
+    /// default the one of [`on_postgres`], if the test runs under it.
+    pub postgres: Option<TestPostgres>,
+}
+
+/// A test's PostgreSQL database, shared by the daemons that name it; dropped (with
+/// `DROP DATABASE`) once the last of them is.
+pub type TestPostgres = std::sync::Arc<contactq::test_postgres::TestDatabase>;
+
+tokio::task_local! {
+    /// The database of a test running under [`on_postgres`].
+    static POSTGRES: TestPostgres;
+}
+
+/// A fresh PostgreSQL database for one test, or None when the server cannot be reached
+/// (the test then fails under `CI=true`, and is skipped, saying so, elsewhere).
+pub async fn test_postgres() -> Option<TestPostgres> {
+    contactq::test_postgres::TestDatabase::create()
+        .await
+        .map(std::sync::Arc::new)
+}
+
+/// Runs a test body with every [`TestDaemon`] it starts on one fresh PostgreSQL
+/// database instead of a SQLite file.
+pub async fn on_postgres<F: std::future::Future<Output = ()>>(body: F) {
+    let Some(db) = test_postgres().await else {
+        return;
+    };
+    POSTGRES.scope(db, body).await;
+}
+
+/// Runs each listed test body (an `async fn NAME()`) as two tests, `NAME::sqlite` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::common::on_postgres(super::$name()).await
+            }
+        }
+    )*};
 }
 
 impl Default for DaemonConfig {
@@ -55,6 +103,7 @@ impl Default for DaemonConfig {
             more_instances: Vec::new(),
             database: None,
             tables: String::new(),
+            postgres: None,
         }
     }
 }
@@ -80,6 +129,9 @@ pub struct TestDaemon {
     pub log: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// The PostgreSQL database, if the daemon runs on one: kept until the daemon is
+    /// gone (fields drop after `Drop::drop` killed it).
+    pub postgres: Option<TestPostgres>,
 }
 
 impl TestDaemon {
@@ -98,9 +150,18 @@ impl TestDaemon {
             .database
             .clone()
             .unwrap_or_else(|| dir.path().join("queue.db"));
+        let postgres = config
+            .postgres
+            .clone()
+            .or_else(|| POSTGRES.try_with(|db| db.clone()).ok())
+            .filter(|_| config.database.is_none());
+        let database_key = match &postgres {
+            Some(db) => db.url.clone(),
+            None => database.display().to_string(),
+        };
         let config_path = dir.path().join("contactq.toml");
         let mut text = format!(
-            "[daemon]\nsocket = {socket:?}\ndatabase = {database:?}\n{extra}\n\
+            "[daemon]\nsocket = {socket:?}\ndatabase = {database_key:?}\n{extra}\n\
              [queue]\nmax_age = {max_age:?}\nstate_poll = {poll:?}\nretry_initial = {ri:?}\n\
              retry_max = {rm:?}\nreconcile_lag = {lag:?}\nquota_retry = {quota:?}\n\
              keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n\n\
@@ -140,6 +201,7 @@ impl TestDaemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            postgres,
         };
         daemon.spawn().await;
         daemon

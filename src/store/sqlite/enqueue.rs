@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::rows::{self, ONE_MESSAGE};
 use super::stream;
@@ -73,7 +72,7 @@ fn plan_job(
         return Ok(new_rows(request, now, line_counter, ids)
             .map(|rows| EnqueueOutcome::Created { rows, queued: None }));
     };
-    let hash = hash_request(request);
+    let hash = crate::store::model::body_hash(&request.cards, request.not_before);
     let seen: Option<(String, String)> = tx
         .prepare_cached(FIND_KEY)?
         .query_row(params![request.instance, key], |r| {
@@ -172,19 +171,4 @@ fn new_rows(
         ));
     }
     Ok(rows)
-}
-
-/// What an Idempotency-Key compares: the cards and the `notBefore` asked for (as
-/// given, so a repeat after that time has passed still matches). A request without
-/// `notBefore` hashes as it did before the field existed.
-fn hash_request(request: &EnqueueRequest) -> String {
-    let mut hasher = Sha256::new();
-    for card in &request.cards {
-        hasher.update(card.canonical().as_bytes());
-        hasher.update(b"\n");
-    }
-    if let Some(at) = request.not_before {
-        hasher.update(format!("notBefore={at}\n").as_bytes());
-    }
-    format!("{:x}", hasher.finalize())
 }

@@ -24,8 +24,10 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
+/// sqlx's error on a SQLite connection as the store's (called by the one
+/// `From<sqlx::Error>` in `crate::store::error`).
+pub fn classify(e: sqlx::Error) -> StoreError {
+    {
         if let sqlx::Error::Database(db) = &e {
             // SQLite primary result codes: 13 SQLITE_FULL, 5 BUSY, 6 LOCKED, 10 IOERR,
             // 14 CANTOPEN, 8 READONLY.

@@ -43,6 +43,7 @@ use tokio::sync::watch;
 
 pub use bulk::BULK_LIMIT;
 pub use due::JOIN_BATCH;
+pub use error::classify;
 pub use upkeep::EXPIRY_BATCH;
 
 use super::error::{Cause, StoreError};
@@ -85,6 +86,7 @@ impl SqliteStore {
         readers: u32,
     ) -> Result<SqliteStore, StoreError> {
         guard::prepare(path)?;
+        crate::store::migrate::refuse_if_moved(path)?;
         let mut connect = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::from)?
             .filename(path)
