@@ -74,7 +74,7 @@ async fn every_change_is_one_numbered_event_and_subscribers_hear_the_commit() {
     store.record_outcome(c, &failed, now).await.unwrap();
     store.retry(c, 86_400_000).await.unwrap();
     assert!(store
-        .delivery_changed(a, EventKind::Delivered, now)
+        .record_delivery(a, crate::state::Delivery::Delivered, now)
         .await
         .unwrap());
     let events = store.events_after(0, None, 100).await.unwrap();
@@ -161,4 +161,92 @@ async fn a_consumer_starts_once_and_its_cursor_and_failures_are_kept() {
     assert_eq!(store.consumers().await.unwrap().len(), 1);
     assert!(store.delete_consumer("h").await.unwrap());
     assert!(store.consumer("h").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delivery_moves_forward_only_with_its_events_and_counts() {
+    use crate::state::Delivery;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let rows = enqueue(&store, 3).await;
+    let (a, b, c) = (&rows[0].id, &rows[1].id, &rows[2].id);
+    let now = crate::clock::now_ms();
+    // Not sent yet: no delivery, nothing followed, nothing recorded.
+    assert_eq!(store.message(a).await.unwrap().delivery, None);
+    assert!(!store
+        .record_delivery(a, Delivery::Delivered, now)
+        .await
+        .unwrap());
+    for (id, idm) in [(a, "XA"), (b, "XB"), (c, "XC")] {
+        store.begin_attempt(id, "main", now).await.unwrap();
+        let sent = SendOutcomeRecord::Sent {
+            id_message: idm.into(),
+        };
+        store.record_outcome(id, &sent, now).await.unwrap();
+    }
+    let followed = store.followed("main", 0, 10).await.unwrap();
+    assert_eq!(followed.len(), 3);
+    assert_eq!(followed[0].delivery, Delivery::Sent);
+    assert_eq!(followed[0].id_message, "XA");
+
+    // a: straight to read (delivered implied, both events); back to delivered: nothing.
+    assert!(store
+        .record_delivery(a, Delivery::Read, now + 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(a, Delivery::Delivered, now + 6)
+        .await
+        .unwrap());
+    let row = store.message(a).await.unwrap();
+    assert_eq!(row.delivery, Some(Delivery::Read));
+    assert_eq!(
+        (row.delivered_at, row.read_at),
+        (Some(now + 5), Some(now + 5))
+    );
+    // b: delivered, then read later: deliveredAt stays the first sighting.
+    assert!(store
+        .record_delivery(b, Delivery::Delivered, now + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(b, Delivery::Failed, now + 2)
+        .await
+        .unwrap());
+    assert!(store
+        .record_delivery(b, Delivery::Read, now + 3)
+        .await
+        .unwrap());
+    let row = store.message(b).await.unwrap();
+    assert_eq!(
+        (row.delivered_at, row.read_at),
+        (Some(now + 1), Some(now + 3))
+    );
+    // c: noAccount is final.
+    assert!(store
+        .record_delivery(c, Delivery::NoAccount, now + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(c, Delivery::Read, now + 2)
+        .await
+        .unwrap());
+    assert!(store.followed("main", 0, 10).await.unwrap().is_empty());
+
+    let events = store.events_after(6, None, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        vec![
+            (7, a.as_str(), "delivered"),
+            (8, a.as_str(), "read"),
+            (9, b.as_str(), "delivered"),
+            (10, b.as_str(), "read"),
+            (11, c.as_str(), "deliveryFailed"),
+        ]
+    );
+    let counts = store.counts("main").await.unwrap();
+    assert_eq!(counts.get("delivery:read"), 2);
+    assert_eq!(counts.get("delivery:noAccount"), 1);
+    assert_eq!(counts.get("delivery:sent"), 0);
+    assert_eq!(counts.get("delivery:delivered"), 0);
 }
