@@ -144,6 +144,9 @@ pub struct InstanceStatus {
     /// The instance's quiet hours, e.g. "22:00-08:00 Europe/Moscow" (absent if none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<String>,
+    /// How many of its cards have each delivery value (every value, 0 included).
+    #[serde(default)]
+    pub delivery: std::collections::BTreeMap<Delivery, i64>,
 }
 
 /// `POST /v1/messages:cancel` and `:retry` answer: how many cards changed, and whether

@@ -22,8 +22,13 @@
 //!
 //! Timing ([`timing`]): cards whose `notBefore` comes join the tail of the line (the
 //! loop wakes for it), and nothing goes out inside the instance's quiet hours.
+//!
+//! Delivery ([`delivery`]): after `sent`, the drain follows each card's WhatsApp status
+//! in `lastOutgoingMessages` every `delivery_poll`, looking only while it would
+//! otherwise wait, so delivery never holds the line.
 
 mod backoff;
+mod delivery;
 mod holds;
 mod reconcile;
 mod timing;
@@ -137,6 +142,10 @@ pub struct Drain {
     next_due: Option<Option<i64>>,
     /// The instance's quiet hours.
     quiet: Option<crate::quiet::QuietHours>,
+    /// The cards whose delivery is followed.
+    follower: delivery::Follower,
+    /// The one `lastOutgoingMessages` gate (delivery and reconcile share it).
+    journal_gate: delivery::JournalGate,
 }
 
 impl Drain {
@@ -174,6 +183,8 @@ impl Drain {
             next_send: None,
             next_due: None,
             quiet: instance.quiet_hours.clone(),
+            follower: delivery::Follower::default(),
+            journal_gate: delivery::JournalGate::default(),
         }
     }
 
@@ -203,6 +214,13 @@ impl Drain {
                 Outcome::Idle => MAX_WAIT,
             };
             let wait = self.cap_wait(wait);
+            let wait = match self.next_delivery_look() {
+                Some(at) => {
+                    let left = at.saturating_sub(self.clock.mono_ms()).max(1);
+                    wait.min(Duration::from_millis(left as u64))
+                }
+                None => wait,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.line.wake.notified() => {}
@@ -238,6 +256,20 @@ impl Drain {
         if result.is_err() {
             // Whatever the database holds now is read afresh.
             self.forget();
+        }
+        // Delivery is looked at between sends, never instead of one (delivery.rs).
+        if let Ok(outcome) = &result {
+            if self.delivery_look_now(outcome) {
+                if let Err(error) = self.look_at_deliveries().await {
+                    tracing::warn!(instance = %self.name, %error, "delivery look failed; looking again at the next poll");
+                    self.follow_new_send();
+                }
+                // A wait was measured before the look: measure it again. An idle line
+                // stays idle (a bell wakes it; the loop's wait is cut to the next look).
+                if outcome != &Outcome::Idle {
+                    return Ok(Outcome::Progress);
+                }
+            }
         }
         result
     }
@@ -566,6 +598,7 @@ impl Drain {
                     s.hold = None;
                 });
                 crate::metrics::ended(&self.name, MessageState::Sent);
+                self.follow_new_send();
                 (SendOutcomeRecord::Sent { id_message }, Outcome::Progress)
             }
             SendOutcome::Rejected { status, error } => {

@@ -74,6 +74,8 @@ impl World {
             quota_retry: Duration::from_secs(3600),
             keep_done: Duration::from_secs(86_400),
             request_timeout: Duration::from_secs(5),
+            delivery_poll: Duration::from_secs(3600),
+            delivery_window: Duration::from_secs(86_400),
         };
         let instance = InstanceSettings {
             name: "main".into(),
