@@ -78,6 +78,8 @@ impl Sandbox {
             retry_after_seconds: opts.retry_after_seconds,
             latency: opts.latency,
             delay_send_ms: opts.delay_send_ms,
+            deliver_after_ms: opts.deliver_after_ms,
+            read_after_ms: opts.read_after_ms,
             ..Knobs::default()
         };
         let mut world = World::new(defaults, opts.rate_limits);
