@@ -4,7 +4,8 @@
 //! The drain looks every `delivery_poll` while any card of its instance is followed
 //! (none: no look at all until the next send), asking for the minutes since the oldest
 //! followed card's send + 2 (at most a day; an older card is still followed until its
-//! window ends). A card not delivered when its `delivery_window` ends becomes
+//! window ends). More than [`FOLLOW_BATCH`] cards followed are looked at a page per
+//! look, oldest first, so none waits for the older ones to end. A card not delivered when its `delivery_window` ends becomes
 //! `unconfirmed`; a delivered one keeps `delivered` and is no longer followed.
 //!
 //! A look never holds the line: the drain makes it only while it would otherwise wait
@@ -52,6 +53,9 @@ pub(super) struct Follower {
     next_look: Option<i64>,
     /// Cards sent before this (wall ms) are past their window and dealt with.
     swept_to: i64,
+    /// Where the next look's page starts (a send time) when the last page was full;
+    /// None: from `swept_to`. More cards than a page are looked at page by page.
+    page_from: Option<i64>,
 }
 
 impl Default for Follower {
@@ -60,6 +64,7 @@ impl Default for Follower {
         Self {
             next_look: Some(i64::MIN),
             swept_to: 0,
+            page_from: None,
         }
     }
 }
@@ -112,11 +117,16 @@ impl Drain {
         let wall = self.clock.wall_ms();
         let window = duration_ms(self.queue.delivery_window);
         let cutoff = wall.saturating_sub(window);
-        let cards = self
-            .store
-            .followed(&self.name, self.follower.swept_to, FOLLOW_BATCH)
-            .await?;
+        let first_page = self.follower.page_from.is_none();
+        let from = self
+            .follower
+            .page_from
+            .take()
+            .unwrap_or(self.follower.swept_to);
+        let cards = self.store.followed(&self.name, from, FOLLOW_BATCH).await?;
         let full = i64::try_from(cards.len()).unwrap_or(i64::MAX) >= FOLLOW_BATCH;
+        // A full page: the next look goes on from its last send (that card again).
+        self.follower.page_from = cards.last().filter(|_| full).map(|c| c.sent_at);
         let (ended, open): (Vec<FollowedCard>, Vec<FollowedCard>) =
             cards.into_iter().partition(|c| c.sent_at < cutoff);
         for card in &ended {
@@ -125,13 +135,18 @@ impl Drain {
             }
         }
         // Cards sent before the cutoff are done with (unconfirmed, or delivered and no
-        // longer followed); a full batch of them means more to sweep at once.
-        self.follower.swept_to = match ended.last() {
-            Some(last) if open.is_empty() && full => last.sent_at,
-            _ => self.follower.swept_to.max(cutoff),
-        };
+        // longer followed), once a page from `swept_to` has seen them; a full page of
+        // them means more to sweep at once.
+        if first_page {
+            self.follower.swept_to = match ended.last() {
+                Some(last) if open.is_empty() && full => last.sent_at,
+                _ => self.follower.swept_to.max(cutoff),
+            };
+        }
         let Some(oldest) = open.first().map(|c| c.sent_at) else {
-            self.follower.next_look = (full).then_some(self.clock.mono_ms());
+            // Nothing open on this page: more pages (or the first again) at once, else
+            // nothing is followed until the next send.
+            self.follower.next_look = (full || !first_page).then_some(self.clock.mono_ms());
             return Ok(());
         };
         let minutes = minutes_since(wall, oldest);
