@@ -17,6 +17,9 @@ use crate::upstream::GreenApi;
 #[path = "timing_tests.rs"]
 mod timing_tests;
 
+#[path = "delivery_tests.rs"]
+mod delivery_tests;
+
 const SEND_DELAY: Duration = Duration::from_secs(5);
 const HOUR_MS: i64 = 3_600_000;
 
