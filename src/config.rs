@@ -98,6 +98,10 @@ pub struct QueueSettings {
     pub keep_done: Duration,
     /// How long one upstream request may take before it counts as timed out.
     pub request_timeout: Duration,
+    /// How often a sent card's delivery is looked up while any is followed (≥ 1 s).
+    pub delivery_poll: Duration,
+    /// How long after its send a card's delivery is followed (> 0).
+    pub delivery_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +168,8 @@ struct RawQueue {
     quota_retry: Option<String>,
     keep_done: Option<String>,
     request_timeout: Option<String>,
+    delivery_poll: Option<String>,
+    delivery_window: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -350,7 +356,22 @@ impl Settings {
             quota_retry: dur("quota_retry", q.quota_retry, "1h")?,
             keep_done: dur("keep_done", q.keep_done, "30d")?,
             request_timeout: dur("request_timeout", q.request_timeout, "30s")?,
+            delivery_poll: dur("delivery_poll", q.delivery_poll, "15s")?,
+            delivery_window: dur("delivery_window", q.delivery_window, "24h")?,
         };
+        // The API answers lastOutgoingMessages once a second: a faster poll is a mistake.
+        if queue.delivery_poll < Duration::from_secs(1) {
+            return Err(key_error(
+                "queue.delivery_poll",
+                "must be at least 1s (the API allows one lastOutgoingMessages a second)",
+            ));
+        }
+        if queue.delivery_window.is_zero() {
+            return Err(key_error(
+                "queue.delivery_window",
+                "must be more than 0 (how long a sent card's delivery is followed)",
+            ));
+        }
         // A daemon without an instance would take no card and send nothing: a mistake.
         if raw.instances.is_empty() {
             return Err(key_error(

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::MessageState;
+use crate::state::{Delivery, MessageState};
 
 /// One change of a card that the stream numbers: its state (`queued` at the enqueue and
 /// again at a `retry`, `sent`, `failed`, `expired`, `cancelled`) or, after `sent`, its
@@ -50,6 +50,20 @@ impl EventKind {
         EventKind::Expired,
         EventKind::DeliveryFailed,
     ];
+
+    /// The event a delivery change writes; None for `sent`, which the state change
+    /// `sent` already told.
+    pub const fn of_delivery(delivery: Delivery) -> Option<EventKind> {
+        match delivery {
+            Delivery::Sent => None,
+            Delivery::Delivered => Some(EventKind::Delivered),
+            Delivery::Read => Some(EventKind::Read),
+            Delivery::Failed | Delivery::NoAccount | Delivery::NotInGroup => {
+                Some(EventKind::DeliveryFailed)
+            }
+            Delivery::Unconfirmed => Some(EventKind::Unconfirmed),
+        }
+    }
 
     /// The wire name, as the stream, the database and the configuration spell it.
     pub const fn as_str(self) -> &'static str {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::state::{Authorization, MessageState};
+use crate::state::{Authorization, Delivery, MessageState};
 
 /// Enqueue latency, from the request being parsed to its commit.
 pub fn enqueue_latency(elapsed: Duration) {
@@ -61,6 +61,17 @@ pub fn ended_many(instance: &str, state: MessageState, n: u64) {
     debug_assert!(state.is_ended(), "{state} is not an end state");
     metrics::counter!(format!("contactq_{state}_total"), "instance" => instance.to_string())
         .increment(n);
+}
+
+/// A sent card's delivery moved to `delivery` (`contactq_delivery_total`).
+pub fn delivery(instance: &str, delivery: Delivery) {
+    delivery_many(instance, delivery, 1);
+}
+
+fn delivery_many(instance: &str, delivery: Delivery, n: u64) {
+    metrics::counter!("contactq_delivery_total",
+        "instance" => instance.to_string(), "delivery" => delivery.as_str())
+    .increment(n);
 }
 
 /// A hook delivered an event (`contactq_hook_delivered_total`).
@@ -132,6 +143,9 @@ pub async fn serve(
             ended_many(name, state, 0);
         }
         enqueued(name, 0);
+        for value in Delivery::ALL {
+            delivery_many(name, value, 0);
+        }
     }
     for hook in hooks {
         metrics::counter!("contactq_hook_delivered_total", "hook" => hook.clone()).increment(0);

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::event::EventKind;
 use crate::ids::MessageId;
-use crate::state::{Authorization, MessageState};
+use crate::state::{Authorization, Delivery, MessageState};
 
 /// One message as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,14 @@ pub struct MessageView {
     pub last_error: Option<String>,
     pub id_message: Option<String>,
     pub sent_at: Option<String>,
+    /// What became of it on WhatsApp: null until it is sent (docs/api.md §11).
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+    /// When it was first seen delivered (or read), and read (absent until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
     /// Unix uid of the process that enqueued the card (SO_PEERCRED), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_uid: Option<u32>,
@@ -136,6 +144,9 @@ pub struct InstanceStatus {
     /// The instance's quiet hours, e.g. "22:00-08:00 Europe/Moscow" (absent if none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<String>,
+    /// How many of its cards have each delivery value (every value, 0 included).
+    #[serde(default)]
+    pub delivery: std::collections::BTreeMap<Delivery, i64>,
 }
 
 /// `POST /v1/messages:cancel` and `:retry` answer: how many cards changed, and whether

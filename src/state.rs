@@ -1,5 +1,6 @@
-//! The domain's two vocabularies of state, each defined once: a message's
-//! [`MessageState`] (docs/api.md §5) and an instance's [`Authorization`], the Green API's
+//! The domain's vocabularies of state, each defined once: a message's
+//! [`MessageState`] (docs/api.md §5), a sent message's WhatsApp [`Delivery`]
+//! (docs/api.md §11) and an instance's [`Authorization`], the Green API's
 //! `stateInstance` (docs/api.md §3, `status`).
 //!
 //! The daemon (API, drain, metrics), the CLI (`list --state`, colours) and the sandbox
@@ -233,6 +234,124 @@ impl<'de> Deserialize<'de> for Authorization {
         Ok(Authorization::parse(&text))
     }
 }
+
+/// What became of a sent card on WhatsApp, followed through the `statusMessage` of
+/// `lastOutgoingMessages` (docs/api.md §11). A card not sent yet has none (`null`).
+///
+/// It only moves forward: `sent`, then `delivered`, then `read`; or from `sent` to a
+/// final failure (`failed`, `noAccount`, `notInGroup`) or to `unconfirmed` (still not
+/// delivered when `delivery_window` ended). `read` implies `delivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Delivery {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    NoAccount,
+    NotInGroup,
+    Unconfirmed,
+}
+
+impl Delivery {
+    /// Every value, in the order of a card's life.
+    pub const ALL: [Delivery; 7] = [
+        Delivery::Sent,
+        Delivery::Delivered,
+        Delivery::Read,
+        Delivery::Failed,
+        Delivery::NoAccount,
+        Delivery::NotInGroup,
+        Delivery::Unconfirmed,
+    ];
+
+    /// The wire name, as the API, the database and the metrics spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Delivered => "delivered",
+            Delivery::Read => "read",
+            Delivery::Failed => "failed",
+            Delivery::NoAccount => "noAccount",
+            Delivery::NotInGroup => "notInGroup",
+            Delivery::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// The value a journal `statusMessage` means, None for one contactq does not know.
+    /// `pending` (not out of the phone yet) is still `sent` for contactq; a
+    /// `yellowCard` (the account was flagged, the message not sent) is a failure.
+    pub fn from_status_message(status: &str) -> Option<Delivery> {
+        Some(match status {
+            "pending" | "sent" => Delivery::Sent,
+            "delivered" => Delivery::Delivered,
+            "read" => Delivery::Read,
+            "failed" | "yellowCard" => Delivery::Failed,
+            "noAccount" => Delivery::NoAccount,
+            "notInGroup" => Delivery::NotInGroup,
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing follows: the card is no longer followed.
+    pub const fn is_final(self) -> bool {
+        !matches!(self, Delivery::Sent | Delivery::Delivered)
+    }
+
+    /// Whether it is a final failure (the `deliveryFailed` event).
+    pub const fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Delivery::Failed | Delivery::NoAccount | Delivery::NotInGroup
+        )
+    }
+
+    /// Whether a card at `self` may move to `next`: forward only. From `sent` to
+    /// anything else; from `delivered` only to `read` (a delivered card neither fails
+    /// nor becomes unconfirmed); nothing after a final value.
+    pub const fn may_become(self, next: Delivery) -> bool {
+        match self {
+            Delivery::Sent => !matches!(next, Delivery::Sent),
+            Delivery::Delivered => matches!(next, Delivery::Read),
+            _ => false,
+        }
+    }
+
+    /// What a card still at `self` becomes when its `delivery_window` has ended at
+    /// `now` (it was sent at `sent_at`, all Unix ms): `unconfirmed` for one never
+    /// delivered; a `delivered` one keeps its value and is no longer followed.
+    pub fn when_window_ends(self, sent_at: i64, window_ms: i64, now: i64) -> Option<Delivery> {
+        let ended = now >= sent_at.saturating_add(window_ms);
+        (ended && self == Delivery::Sent).then_some(Delivery::Unconfirmed)
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is not one of the delivery values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a delivery value (one of: sent, delivered, read, failed, noAccount, notInGroup, unconfirmed)")]
+pub struct UnknownDelivery(pub String);
+
+impl FromStr for Delivery {
+    type Err = UnknownDelivery;
+
+    /// The exact wire name, as the API and the database spell it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Delivery::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDelivery(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod delivery_tests;
 
 #[cfg(test)]
 mod tests {

@@ -260,6 +260,22 @@ impl GreenApi {
         Ok(entries.iter().filter_map(journal_entry).collect())
     }
 
+    /// `GET lastOutgoingMessages?minutes=N`, read for delivery: each entry's
+    /// `idMessage` and `statusMessage` (entries without either are left out).
+    pub async fn last_outgoing_statuses(
+        &self,
+        minutes: u32,
+    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        let entries: Vec<Value> = self
+            .get_json(
+                "lastOutgoingMessages",
+                &[("minutes", minutes.to_string())],
+                LIST_ANSWER_CAP,
+            )
+            .await?;
+        Ok(entries.iter().filter_map(journal::status_entry).collect())
+    }
+
     /// `GET showMessagesQueue`: messages the API accepted but has not sent yet.
     pub async fn queue(&self) -> Result<Vec<JournalEntry>, UpstreamError> {
         let entries: Vec<Value> = self

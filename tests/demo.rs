@@ -1,6 +1,7 @@
 //! `contactq demo` end to end: the real binary, no config and no account, drains the
-//! example cards to the sandbox, shows the invalid cards' errors and the final table,
-//! and leaves nothing behind.
+//! example cards to the sandbox, shows the invalid cards' errors, each card going
+//! queued -> sent -> delivered -> read, the exec hook firing, and the final table, and
+//! leaves nothing behind.
 
 use std::path::Path;
 use std::time::Duration;
@@ -69,6 +70,29 @@ async fn demo_drains_the_examples_shows_the_errors_and_cleans_up() {
     ids.dedup();
     assert_eq!(ids.len(), 5, "idMessages are distinct: {table}");
     assert!(table.contains("Артём Евпаторийский"), "{table}");
+
+    // Each card went queued -> sent -> delivered -> read, as the stream numbered it.
+    let stories = stdout
+        .lines()
+        .filter(|l| l.ends_with("queued → sent → delivered → read"))
+        .count();
+    assert_eq!(stories, 5, "{stdout}");
+    for row in &rows {
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(words.get(2), Some(&"read"), "{row}");
+    }
+    // The exec hook fired once per delivered and read event, in seq order.
+    let hook: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("hook: "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(hook.len(), 10, "{stdout}");
+    for event in ["delivered", "read"] {
+        assert_eq!(hook.iter().filter(|h| h[1] == event).count(), 5, "{stdout}");
+    }
+    let seqs: Vec<i64> = hook.iter().map(|h| h[0].parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 
     // The temporary directory it named is gone.
     let dir = stdout

@@ -526,6 +526,11 @@ async fn a_hook_sees_none_of_the_daemons_environment_and_its_errors_hide_the_tok
         &[("SECRET_PROBE", "do-not-pass-me")],
     )
     .await;
+    // A new hook starts at the newest event: enqueue once it has started.
+    eventually(Duration::from_secs(10), "the hook started", || async {
+        consumer(&d, "leaky").await.is_object()
+    })
+    .await;
     d.enqueue_ok(&card(0)).await;
     eventually(Duration::from_secs(10), "the hook failed once", || async {
         consumer(&d, "leaky").await["failures"]

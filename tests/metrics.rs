@@ -80,3 +80,40 @@ async fn metrics_show_the_queue_the_send_and_latencies_but_not_the_token() {
     );
     sandbox.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_each_delivery_change() {
+    let sandbox = sandbox().await;
+    sandbox.set_delivery_delays(None, Duration::from_millis(200), Duration::from_millis(200));
+    let metrics = free_loopback_addr();
+    let daemon = TestDaemon::start(
+        &sandbox,
+        DaemonConfig {
+            daemon_extra: format!("metrics_listen = \"{metrics}\""),
+            queue_extra: "delivery_poll = \"1s\"".into(),
+            ..DaemonConfig::default()
+        },
+    )
+    .await;
+    let id = daemon.enqueue_ok(&card(1)).await;
+    common::eventually(Duration::from_secs(15), "the card is read", || async {
+        daemon.message(&id).await["delivery"] == "read"
+    })
+    .await;
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for wanted in [
+        "contactq_delivery_total{instance=\"main\",delivery=\"delivered\"} 1",
+        "contactq_delivery_total{instance=\"main\",delivery=\"read\"} 1",
+        "contactq_delivery_total{instance=\"main\",delivery=\"noAccount\"} 0",
+        "contactq_delivery_total{instance=\"main\",delivery=\"unconfirmed\"} 0",
+    ] {
+        assert!(text.contains(wanted), "no {wanted:?} in /metrics:\n{text}");
+    }
+    assert!(text.contains("method=\"lastOutgoingMessages\""), "{text}");
+    sandbox.shutdown();
+}

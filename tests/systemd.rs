@@ -75,6 +75,8 @@ fn example_config_loads_with_every_key_it_shows() {
     assert_eq!(q.quota_retry, Duration::from_secs(3600));
     assert_eq!(q.keep_done, Duration::from_secs(30 * 86400));
     assert_eq!(q.request_timeout, Duration::from_secs(30));
+    assert_eq!(q.delivery_poll, Duration::from_secs(15));
+    assert_eq!(q.delivery_window, Duration::from_secs(24 * 3600));
     let main = &settings.instances["main"];
     assert_eq!(main.api_url, "https://api.green-api.com");
     assert_eq!(main.id_instance, "1101000001");

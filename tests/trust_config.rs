@@ -490,3 +490,29 @@ async fn the_daemon_refuses_the_socket_option_and_a_contactq_socket_that_disagre
     assert!(healthy, "the daemon started ({status})");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn mistakes_in_delivery_poll_and_window_stop_the_daemon_naming_the_key() {
+    for (line, key, also) in [
+        (
+            "delivery_poll = \"500ms\"",
+            "queue.delivery_poll",
+            "at least 1s",
+        ),
+        ("delivery_poll = \"often\"", "queue.delivery_poll", "often"),
+        (
+            "delivery_window = \"0s\"",
+            "queue.delivery_window",
+            "more than 0",
+        ),
+        (
+            "delivery_window = \"a day\"",
+            "queue.delivery_window",
+            "a day",
+        ),
+    ] {
+        let cd = ConfigDir::new();
+        let text = format!("{}\n[queue]\n{line}\n", cd.good_text());
+        assert_refused(&cd, &text, key, also);
+    }
+}

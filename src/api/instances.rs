@@ -9,7 +9,7 @@ use super::AppState;
 use crate::clock::{format_ms, now_ms};
 use crate::lines::{quiet_text, LineStatus};
 use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
-use crate::state::MessageState;
+use crate::state::{Delivery, MessageState};
 
 pub async fn pause(
     State(state): State<AppState>,
@@ -114,6 +114,10 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
             held,
             scheduled,
             quiet_hours: live.quiet.as_ref().map(ToString::to_string),
+            delivery: Delivery::ALL
+                .into_iter()
+                .map(|d| (d, counts.get(&format!("delivery:{d}"))))
+                .collect(),
         });
     }
     let (stream, consumers) = super::consumers::all(&state).await?;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::protocol::{HistoryEntry, InstanceStatus, MessageList, MessageView, StatusView};
-use crate::state::MessageState;
+use crate::state::{Delivery, MessageState};
 
 use super::table::{
     ago, authorization_color, humanize_secs, paint, state_color, truncate, until, Cell, Table, RED,
@@ -117,7 +117,8 @@ fn instance_row(i: &InstanceStatus, now: DateTime<Utc>) -> Vec<Cell> {
 }
 
 /// The indented lines under an instance's row: the non-zero counts without a column
-/// (sending, expired, cancelled), `held:` and `last error:`, each cut to `width`.
+/// (sending, expired, cancelled), the non-zero delivery counts, `held:` and
+/// `last error:`, each cut to `width`.
 fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
     const INDENT: &str = "  ";
     let room = width.saturating_sub(INDENT.len());
@@ -138,6 +139,15 @@ fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     if !counts.is_empty() {
         lines.push(counts.join(", "));
+    }
+    let delivery: Vec<String> = i
+        .delivery
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(d, n)| format!("{d} {n}"))
+        .collect();
+    if !delivery.is_empty() {
+        lines.push(format!("delivery: {}", delivery.join(", ")));
     }
     lines.extend(held);
     lines.extend(
@@ -168,6 +178,7 @@ pub fn message_list(
             "ID",
             "INSTANCE",
             "STATE",
+            "DELIVERY",
             "CHAT",
             "PHONE",
             "NAME",
@@ -196,6 +207,7 @@ fn message_row(m: &MessageView, now: DateTime<Utc>) -> Vec<Cell> {
         m.id.to_string().into(),
         m.instance.clone().into(),
         Cell::colored(m.state.as_str(), state_color(m.state)),
+        m.delivery.map_or("-", Delivery::as_str).into(),
         m.chat_id.clone().into(),
         phone(&m.contact).into(),
         truncate(&contact_name(&m.contact), 32).into(),
@@ -229,6 +241,9 @@ pub fn message_detail(out: &mut dyn Write, m: &MessageView, color: bool) -> io::
         ("lastError", m.last_error.clone()),
         ("idMessage", m.id_message.clone()),
         ("sentAt", m.sent_at.clone()),
+        ("delivery", m.delivery.map(|d| d.to_string())),
+        ("deliveredAt", m.delivered_at.clone()),
+        ("readAt", m.read_at.clone()),
         ("peerUid", m.peer_uid.map(|u| u.to_string())),
         ("position", m.position.map(|p| p.to_string())),
         ("eta", eta(m)),

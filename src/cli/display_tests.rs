@@ -21,6 +21,8 @@ pub(crate) fn sent_message() -> MessageView {
         "enqueuedAt":"2026-11-24T10:00:00.000Z", "expiresAt":"2026-11-25T10:00:00.000Z",
         "attempts":1, "lastError":null, "idMessage":"3EB0C767D097B7C7C030",
         "sentAt":"2026-11-24T10:00:05.120Z",
+        "delivery":"read", "deliveredAt":"2026-11-24T10:00:07.000Z",
+        "readAt":"2026-11-24T10:01:00.000Z",
         "history":[
             {"at":"2026-11-24T10:00:00.000Z","event":"enqueued"},
             {"at":"2026-11-24T10:00:05.000Z","event":"attempt","attempt":1},
@@ -49,7 +51,9 @@ fn status_has_one_row_per_instance_with_its_counts() {
         "version":"0.1.0", "uptimeSeconds":3725.0, "instances":[
             {"name":"main","authorization":"authorized","queued":3,"sending":1,"sent":120,"failed":2,
              "expired":4,"cancelled":5,"oldestQueuedAgeSeconds":12.5,"sendDelayMs":5000,
-             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null},
+             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null,
+             "delivery":{"sent":3,"delivered":0,"read":110,"failed":0,"noAccount":7,
+                         "notInGroup":0,"unconfirmed":0}},
             {"name":"backup","authorization":"notAuthorized","queued":0,"sending":0,"sent":0,"failed":0,
              "expired":0,"cancelled":0,"oldestQueuedAgeSeconds":null,"sendDelayMs":5000,
              "nextSendAt":null,"paused":true,"lastError":"quota exceeded (466)"}
@@ -70,11 +74,12 @@ fn status_has_one_row_per_instance_with_its_counts() {
     );
     // The counts without a column, under the row; zero ones are left out.
     assert_eq!(lines[3], "  sending 1, expired 4, cancelled 5");
-    assert!(lines[4].starts_with("backup"), "{text}");
-    assert!(lines[4].contains("notAuthorized"), "{text}");
-    assert_eq!(lines[5], "  held: paused");
-    assert_eq!(lines[6], "  last error: quota exceeded (466)");
-    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines[4], "  delivery: sent 3, read 110, noAccount 7");
+    assert!(lines[5].starts_with("backup"), "{text}");
+    assert!(lines[5].contains("notAuthorized"), "{text}");
+    assert_eq!(lines[6], "  held: paused");
+    assert_eq!(lines[7], "  last error: quota exceeded (466)");
+    assert_eq!(lines.len(), 8, "{text}");
     assert!(!text.contains('\x1b'), "no colour when asked for none");
     assert!(draw(|out| status(out, &view, true, now(), 80)).contains("\x1b[32mauthorized"));
 }
@@ -166,7 +171,7 @@ fn list_shows_the_cells_and_the_next_page() {
     let text = draw(|out| message_list(out, &list, " --instance main", false, now()));
     let lines: Vec<&str> = text.lines().collect();
     for header in [
-        "ID", "INSTANCE", "STATE", "CHAT", "PHONE", "NAME", "ENQUEUED", "ATTEMPTS",
+        "ID", "INSTANCE", "STATE", "DELIVERY", "CHAT", "PHONE", "NAME", "ENQUEUED", "ATTEMPTS",
     ] {
         assert!(lines[0].contains(header), "{header} missing: {text}");
     }
@@ -180,7 +185,13 @@ fn list_shows_the_cells_and_the_next_page() {
     ] {
         assert!(lines[1].contains(cell), "{cell} missing: {text}");
     }
-    for cell in ["sent", "Artem Ivanov", "1m00s ago", "3EB0C767D097B7C7C030"] {
+    for cell in [
+        "sent",
+        "read",
+        "Artem Ivanov",
+        "1m00s ago",
+        "3EB0C767D097B7C7C030",
+    ] {
         assert!(lines[2].contains(cell), "{cell} missing: {text}");
     }
     assert_eq!(
@@ -207,6 +218,13 @@ fn show_lists_fields_then_history() {
         );
     }
     assert!(text.contains("name:            Artem Ivanov"), "{text}");
+    for line in [
+        "delivery:        read",
+        "deliveredAt:     2026-11-24T10:00:07.000Z",
+        "readAt:          2026-11-24T10:01:00.000Z",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
     assert!(
         text.contains("  2026-11-24T10:00:05.120Z  sent  HTTP 200  3EB0C767D097B7C7C030"),
         "{text}"
@@ -252,7 +270,9 @@ fn the_documented_status_example_is_what_status_draws() {
             {"name":"main","authorization":"authorized","queued":3,"sending":1,
              "sent":98_765_432,"failed":2,"expired":4,"cancelled":5,
              "oldestQueuedAgeSeconds":12.5,"sendDelayMs":5000,
-             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null},
+             "nextSendAt":"2026-11-24T10:01:03Z","paused":false,"lastError":null,
+             "delivery":{"sent":3,"delivered":0,"read":110,"failed":0,"noAccount":7,
+                         "notInGroup":0,"unconfirmed":0}},
             {"name":"support-asia","authorization":"notAuthorized","queued":1000,"sending":0,
              "sent":9_999_999,"failed":0,"expired":0,"cancelled":0,
              "oldestQueuedAgeSeconds":3599.0,"sendDelayMs":5000,"nextSendAt":null,

@@ -3,7 +3,9 @@
 //! It starts a sandbox Green API (not authorized at first) and a daemon in a temporary
 //! directory, enqueues the seed's example cards and a few invalid ones over the
 //! daemon's socket, authorizes the instance a few seconds later and shows the cards
-//! drain, then prints a table of them and removes everything it made.
+//! drain, then follows them on WhatsApp (the sandbox delivers and reads them: queued ->
+//! sent -> delivered -> read) while an exec hook hears of each delivery, then prints a
+//! table of them and the hook's output, and removes everything it made.
 //!
 //! Files: `stage` (temp dir, sandbox, config, daemon: up and down), `cards` (the
 //! example and invalid cards, and enqueueing them), `show` (the live progress and the
@@ -129,8 +131,14 @@ async fn script(stage: &Stage) -> Result<(), DemoError> {
     )?;
     show::drain(&client, &stage.sandbox, queued.len()).await?;
 
+    say!("\n== on WhatsApp: each sent card is followed until it is read (delivery_poll 1s)")?;
+    show::delivery(&client, &queued).await?;
+
     say!("\n== the cards")?;
     show::table(&client, &queued).await?;
+
+    say!("\n== the exec hook [hooks.demo] (events delivered, read) wrote, one line per event:")?;
+    show::hook_output(&stage.hook_log(), &client).await?;
     Ok(())
 }
 

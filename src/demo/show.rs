@@ -1,6 +1,7 @@
 //! What the demo shows: the hold while the instance is not authorized, a live progress
 //! view while the cards drain (an indicatif bar on a terminal, plain lines otherwise,
-//! so a pipe or a test can read it), and the final table of the cards.
+//! so a pipe or a test can read it), each card's delivery as it changes, the final
+//! table of the cards and what the exec hook wrote.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use super::{fetch, DemoError, HOLD, INSTANCE};
 use crate::cli::client::{ApiRequest, Client};
 use crate::protocol::{InstanceStatus, MessageList, MessageView, StatusView};
 use crate::sandbox::Sandbox;
-use crate::state::{Authorization, MessageState};
+use crate::state::{Authorization, Delivery, MessageState};
 
 /// How often the progress view asks the daemon for its status.
 const POLL: Duration = Duration::from_millis(200);
@@ -131,6 +132,113 @@ pub async fn drain(client: &Client, sandbox: &Sandbox, total: usize) -> Result<(
     }
 }
 
+/// Follows the sent cards until each one's delivery is final (read, for the
+/// sandbox's cards), one line per change.
+pub async fn delivery(client: &Client, queued: &[Queued]) -> Result<(), DemoError> {
+    let started = Instant::now();
+    let deadline = started + DRAIN_LIMIT;
+    let mut seen: std::collections::HashMap<String, Option<Delivery>> = Default::default();
+    loop {
+        let path = format!("/v1/messages?instance={INSTANCE}&limit=50");
+        let list: MessageList = fetch(client, ApiRequest::get(path), 200, "the card list").await?;
+        let sent: Vec<&MessageView> = list
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.state == MessageState::Sent)
+            .collect();
+        for m in &sent {
+            let id = m.id.to_string();
+            if seen.get(&id) != Some(&m.delivery) {
+                let label = queued
+                    .iter()
+                    .find(|q| q.view.id == m.id)
+                    .map_or("", |q| q.label);
+                say!(
+                    "  [{:>4.1}s] {id} {:<10} {label}",
+                    started.elapsed().as_secs_f64(),
+                    m.delivery.map_or("-", Delivery::as_str),
+                )?;
+                seen.insert(id, m.delivery);
+            }
+        }
+        if !sent.is_empty()
+            && sent
+                .iter()
+                .all(|m| m.delivery.is_some_and(Delivery::is_final))
+        {
+            let read = sent
+                .iter()
+                .filter(|m| m.delivery == Some(Delivery::Read))
+                .count();
+            say!(
+                "  {read} of {} sent cards delivered and read; each card's events in the stream:",
+                sent.len()
+            )?;
+            return stories(client, &sent).await;
+        }
+        if Instant::now() >= deadline {
+            return Err(DemoError::Stuck(format!(
+                "the sent cards were not all read within {}s",
+                DRAIN_LIMIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Each card's life as the event stream numbered it: `queued → sent → delivered → read`.
+async fn stories(client: &Client, cards: &[&MessageView]) -> Result<(), DemoError> {
+    let path = format!("/v1/events?after=0&instance={INSTANCE}");
+    let answer = super::call(client, ApiRequest::get(path), 200, "the event stream").await?;
+    let events: Vec<crate::protocol::EventView> = String::from_utf8_lossy(&answer.body)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|source| DemoError::Json {
+            what: "the event stream".into(),
+            source,
+        })?;
+    for card in cards {
+        let story: Vec<&str> = events
+            .iter()
+            .filter(|e| e.id == card.id)
+            .map(|e| e.event.as_str())
+            .collect();
+        say!("  {} {}", card.id, story.join(" → "))?;
+    }
+    Ok(())
+}
+
+/// Waits until the hook has taken every `delivered` and `read` event (its cursor at the
+/// stream's end), then prints the lines it wrote.
+pub async fn hook_output(log: &std::path::Path, client: &Client) -> Result<(), DemoError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view: StatusView = fetch(client, ApiRequest::get("/v1/status"), 200, "status").await?;
+        let caught_up = view
+            .consumers
+            .iter()
+            .find(|c| c.name == "demo")
+            .is_some_and(|c| c.lag == 0);
+        if caught_up {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(DemoError::Stuck(
+                "the hook did not take every event within 10s".into(),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let text = std::fs::read_to_string(log)
+        .map_err(DemoError::io(format!("cannot read {}", log.display())))?;
+    for line in text.lines() {
+        say!("  hook: {line}")?;
+    }
+    Ok(())
+}
+
 /// One line about the instance: authorization, what waits, when the next send is.
 fn describe(status: &InstanceStatus) -> String {
     let mut text = format!("{}, {} queued", status.authorization, status.queued);
@@ -166,13 +274,14 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
     let header = [
         "ID",
         "STATE",
+        "DELIVERY",
         "CHAT",
         "PHONE",
         "NAME",
         "ID MESSAGE",
         "EXAMPLE",
     ];
-    let mut rows: Vec<(MessageState, [String; 7])> = Vec::new();
+    let mut rows: Vec<(MessageState, [String; 8])> = Vec::new();
     // The API lists newest first; the story reads oldest first.
     for m in list.messages.iter().rev() {
         let label = queued
@@ -189,6 +298,7 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
             [
                 m.id.to_string(),
                 m.state.to_string(),
+                m.delivery.map_or("-", Delivery::as_str).to_string(),
                 m.chat_id.clone(),
                 m.contact["phoneContact"].to_string(),
                 name(&m.contact),
@@ -203,7 +313,7 @@ pub async fn table(client: &Client, queued: &[Queued]) -> Result<(), DemoError> 
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 7], state_code: Option<&str>| {
+    let line = |cells: [&str; 8], state_code: Option<&str>| {
         let mut out = String::from(" ");
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let pad = " ".repeat(w - cell.chars().count());

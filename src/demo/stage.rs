@@ -1,5 +1,6 @@
-//! The demo's stage: a temporary directory holding a real TOML config, the socket and
-//! the database; a sandbox Green API that starts `notAuthorized`; and a daemon started
+//! The demo's stage: a temporary directory holding a real TOML config, the socket, the
+//! database and a small exec hook (a shell script appending each event it is given to
+//! `hook.log`); a sandbox Green API that starts `notAuthorized`; and a daemon started
 //! in-process from that config. `stop` takes them down in order and removes the
 //! directory, so nothing outlives the demo.
 
@@ -62,6 +63,11 @@ impl Stage {
         }
     }
 
+    /// The file the demo's exec hook appends one line per event to.
+    pub fn hook_log(&self) -> PathBuf {
+        self.dir.path().join(HOOK_LOG)
+    }
+
     /// Stops the daemon (it finishes an in-flight send), then the sandbox, and removes
     /// the directory. Returns the directory's path, now gone.
     pub async fn stop(self) -> Result<PathBuf, DemoError> {
@@ -92,6 +98,23 @@ fn temp_base() -> PathBuf {
     }
 }
 
+/// The hook's script and its log, in the demo's directory.
+const HOOK_SCRIPT: &str = "hook.sh";
+const HOOK_LOG: &str = "hook.log";
+
+/// Writes the exec hook: one line per event, from the environment the daemon gives it.
+fn write_hook(dir: &Path) -> Result<(), DemoError> {
+    let script = dir.join(HOOK_SCRIPT);
+    let text = format!(
+        "#!/bin/sh
+# written by `contactq demo`: one line per event it is given
+         echo \"$CONTACTQ_SEQ $CONTACTQ_EVENT $CONTACTQ_MESSAGE_ID\" >> \"$(dirname \"$0\")/{HOOK_LOG}\"
+"
+    );
+    std::fs::write(&script, text)
+        .map_err(DemoError::io(format!("cannot write {}", script.display())))
+}
+
 type Started = (
     PathBuf,
     ShutdownTrigger,
@@ -103,6 +126,7 @@ async fn start_daemon(dir: &Path, sandbox: &Sandbox) -> Result<Started, DemoErro
     let config = dir.join("contactq.toml");
     std::fs::write(&config, config_text(dir, &sandbox.url())?)
         .map_err(DemoError::io(format!("cannot write {}", config.display())))?;
+    write_hook(dir)?;
     // An empty environment: CONTACTQ_* variables of the user's shell must not leak in.
     let settings = Settings::load_from(Some(&config), &HashMap::new())?;
 
@@ -137,6 +161,7 @@ fn config_text(dir: &Path, api_url: &str) -> Result<String, DemoError> {
     };
     let socket = quoted(dir.join("contactq.sock"))?;
     let database = quoted(dir.join("queue.db"))?;
+    let hook = quoted(dir.join(HOOK_SCRIPT))?;
     let api_url = serde_json::Value::from(api_url).to_string();
     Ok(format!(
         r#"# written by `contactq demo`
@@ -147,12 +172,17 @@ database = {database}
 [queue]
 state_poll = "1s"
 retry_initial = "500ms"
+delivery_poll = "1s"
 
 [instances.{INSTANCE}]
 api_url = {api_url}
 id_instance = "1101000001"
 api_token = "demo-token"
 send_delay = "1s"
+
+[hooks.demo]
+exec = ["/bin/sh", {hook}]
+events = ["delivered", "read"]
 "#
     ))
 }

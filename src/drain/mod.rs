@@ -22,8 +22,13 @@
 //!
 //! Timing ([`timing`]): cards whose `notBefore` comes join the tail of the line (the
 //! loop wakes for it), and nothing goes out inside the instance's quiet hours.
+//!
+//! Delivery ([`delivery`]): after `sent`, the drain follows each card's WhatsApp status
+//! in `lastOutgoingMessages` every `delivery_poll`, looking only while it would
+//! otherwise wait, so delivery never holds the line.
 
 mod backoff;
+mod delivery;
 mod holds;
 mod reconcile;
 mod timing;
@@ -143,6 +148,10 @@ pub struct Drain {
     /// Whether this daemon drained the instance at the last turn (always, on SQLite;
     /// on a shared database only while it holds the instance: [`Store::try_lead`]).
     leading: bool,
+    /// The cards whose delivery is followed.
+    follower: delivery::Follower,
+    /// The one `lastOutgoingMessages` gate (delivery and reconcile share it).
+    journal_gate: delivery::JournalGate,
 }
 
 impl Drain {
@@ -181,6 +190,8 @@ impl Drain {
             next_due: None,
             quiet: instance.quiet_hours.clone(),
             leading: false,
+            follower: delivery::Follower::default(),
+            journal_gate: delivery::JournalGate::default(),
         }
     }
 
@@ -224,6 +235,13 @@ impl Drain {
                 Outcome::Idle => most,
             };
             let wait = self.cap_wait(wait);
+            let wait = match self.next_delivery_look() {
+                Some(at) => {
+                    let left = at.saturating_sub(self.clock.mono_ms()).max(1);
+                    wait.min(Duration::from_millis(left as u64))
+                }
+                None => wait,
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.line.wake.notified() => {}
@@ -275,6 +293,20 @@ impl Drain {
         if result.is_err() {
             // Whatever the database holds now is read afresh.
             self.forget();
+        }
+        // Delivery is looked at between sends, never instead of one (delivery.rs).
+        if let Ok(outcome) = &result {
+            if self.delivery_look_now(outcome) {
+                if let Err(error) = self.look_at_deliveries().await {
+                    tracing::warn!(instance = %self.name, %error, "delivery look failed; looking again at the next poll");
+                    self.follow_new_send();
+                }
+                // A wait was measured before the look: measure it again. An idle line
+                // stays idle (a bell wakes it; the loop's wait is cut to the next look).
+                if outcome != &Outcome::Idle {
+                    return Ok(Outcome::Progress);
+                }
+            }
         }
         result
     }
@@ -608,6 +640,7 @@ impl Drain {
                     s.hold = None;
                 });
                 crate::metrics::ended(&self.name, MessageState::Sent);
+                self.follow_new_send();
                 (SendOutcomeRecord::Sent { id_message }, Outcome::Progress)
             }
             SendOutcome::Rejected { status, error } => {

@@ -21,7 +21,8 @@
 //! for the journal once per that delay), and not before the attempt's start +
 //! `reconcile_lag` (the journal lists a send up to 2 minutes late) + that delay + the
 //! card's `typingTime`. Each journal method is called at most once per second (the
-//! API's limit); `getSettings` is asked on each authorization.
+//! API's limit; `lastOutgoingMessages` through the gate the drain shares with
+//! delivery); `getSettings` is asked on each authorization.
 
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ const MAX_MINUTES: i64 = 1440;
 /// What the reconciler keeps between steps.
 #[derive(Debug, Default)]
 pub(super) struct Reconciler {
-    /// Monotonic times of the latest journal and `getSettings` calls (none yet: None).
-    last_journal_call: Option<i64>,
+    /// Monotonic time of the latest `getSettings` call (none yet: None); the journal
+    /// calls go through the drain's `journal_gate`, shared with delivery.
     last_settings_call: Option<i64>,
     /// The instance's `delaySendMessagesMilliseconds`, once `getSettings` answered.
     api_delay_ms: Option<i64>,
@@ -169,11 +170,9 @@ impl Drain {
         // The 1 request/s gap is a wait: monotonic. The attempt's window and the two
         // looks compare with stored wall times.
         let mono = self.clock.mono_ms();
-        if let Some(last) = self.reconcile.last_journal_call {
-            let due = last + STATE_CALL_GAP_MS;
-            if due > mono {
-                return Ok(wait_until(mono, due));
-            }
+        let due = self.journal_gate.next_at();
+        if due > mono {
+            return Ok(wait_until(mono, due));
         }
         if self.reconcile.api_delay_ms.is_none() {
             self.refresh_api_settings().await;
@@ -189,7 +188,7 @@ impl Drain {
             },
         };
         let now = self.clock.wall_ms();
-        self.reconcile.last_journal_call = Some(self.clock.mono_ms());
+        self.journal_gate.mark(self.clock.mono_ms());
         let minutes = minutes_to_ask(now, card.attempt_started_at);
         let started = std::time::Instant::now();
         let journal = self.api.last_outgoing(minutes).await;
@@ -199,7 +198,7 @@ impl Drain {
         self.count_call("showMessagesQueue", queue.is_ok(), started);
         // The gap runs from the answers, so the API, counting from when the requests
         // arrived, never sees two of one method within a second.
-        self.reconcile.last_journal_call = Some(self.clock.mono_ms());
+        self.journal_gate.mark(self.clock.mono_ms());
         let entries: Vec<JournalEntry> = match (journal, queue) {
             (Ok(mut journal), Ok(queue)) => {
                 journal.extend(queue);
@@ -228,6 +227,7 @@ impl Drain {
                 self.store.record_outcome(&card.id, &record, now).await?;
                 self.backoff.reset();
                 crate::metrics::ended(&self.name, crate::state::MessageState::Sent);
+                self.follow_new_send();
                 return Ok(Outcome::Progress);
             }
         }

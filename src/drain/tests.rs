@@ -17,6 +17,9 @@ use crate::upstream::GreenApi;
 #[path = "timing_tests.rs"]
 mod timing_tests;
 
+#[path = "delivery_tests.rs"]
+mod delivery_tests;
+
 const SEND_DELAY: Duration = Duration::from_secs(5);
 const HOUR_MS: i64 = 3_600_000;
 
@@ -74,6 +77,8 @@ impl World {
             quota_retry: Duration::from_secs(3600),
             keep_done: Duration::from_secs(86_400),
             request_timeout: Duration::from_secs(5),
+            delivery_poll: Duration::from_secs(3600),
+            delivery_window: Duration::from_secs(86_400),
         };
         let instance = InstanceSettings {
             name: "main".into(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::knobs::DEFAULT_FAIL_STATUSES;
+use super::knobs::{DEFAULT_DELIVER_AFTER_MS, DEFAULT_FAIL_STATUSES, DEFAULT_READ_AFTER_MS};
 use super::types::SandboxOptions;
 use super::Sandbox;
 use crate::state::Authorization;
@@ -34,6 +34,13 @@ pub struct SandboxArgs {
     /// delaySendMessagesMilliseconds: milliseconds ("500") or a duration ("5s").
     #[arg(long, value_parser = parse_delay_ms)]
     pub delay_send: Option<u64>,
+    /// How long after leaving its queue a sent message shows `delivered` in the journal,
+    /// in milliseconds ("1500") or a duration ("2s").
+    #[arg(long, value_parser = parse_delay_ms)]
+    pub deliver_after: Option<u64>,
+    /// How long after `delivered` it shows `read`.
+    #[arg(long, value_parser = parse_delay_ms)]
+    pub read_after: Option<u64>,
     /// Switch off the per-instance request limits (for benchmarks).
     #[arg(long)]
     pub no_rate_limits: bool,
@@ -52,6 +59,8 @@ impl SandboxArgs {
             fail_statuses: self.fail_statuses.clone(),
             retry_after_seconds: self.retry_after,
             delay_send_ms: self.delay_send.unwrap_or(0),
+            deliver_after_ms: self.deliver_after.unwrap_or(DEFAULT_DELIVER_AFTER_MS),
+            read_after_ms: self.read_after.unwrap_or(DEFAULT_READ_AFTER_MS),
             tokens: self.tokens.iter().cloned().collect::<HashMap<_, _>>(),
         }
     }
@@ -127,6 +136,10 @@ mod tests {
             "--delay-send",
             "5s",
             "--no-rate-limits",
+            "--deliver-after",
+            "2s",
+            "--read-after",
+            "250",
             "--token",
             "1101=abc",
         ])
@@ -137,6 +150,7 @@ mod tests {
         assert_eq!(o.latency, Duration::from_millis(200));
         assert_eq!(o.delay_send_ms, 5000);
         assert!(!o.rate_limits);
+        assert_eq!((o.deliver_after_ms, o.read_after_ms), (2000, 250));
         assert_eq!(o.tokens.get("1101").map(String::as_str), Some("abc"));
         assert_eq!(parse_delay_ms("750"), Ok(750));
         assert!(Cli::try_parse_from(["x", "--state", "nope"]).is_err());

@@ -1,7 +1,8 @@
 //! The steering endpoints on the sandbox's own listener, for tests and demos:
 //! `GET|POST /sandbox/control` (knobs), `POST /sandbox/script` (scripted answers for
 //! the next `sendContact`s), `GET /sandbox/sent?instance=ID` (every accepted card),
-//! `POST /sandbox/typed` (a card sent from the phone, into the journal).
+//! `POST /sandbox/typed` (a card sent from the phone, into the journal),
+//! `POST /sandbox/status` (pin the `statusMessage` of a message or a chat).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::knobs::KnobPatch;
 use super::types::ScriptStep;
-use super::world::Shared;
+use super::world::{Shared, StatusTarget, STATUSES};
 use crate::state::Authorization;
 
 /// Why a steering request was refused (answered 400 `{"error": …}`).
@@ -41,10 +42,14 @@ pub enum ControlError {
     UnknownField(String),
     #[error("body: {0}")]
     Card(String),
+    #[error("unknown status '{0}' (one of: {names}; null lifts the pin)", names = STATUSES.join(", "))]
+    UnknownStatus(String),
+    #[error("give exactly one of 'idMessage' and 'chatId'")]
+    StatusTarget,
 }
 
 /// Every key `POST /sandbox/control` understands.
-const CONTROL_KEYS: [&str; 17] = [
+const CONTROL_KEYS: [&str; 19] = [
     "instance",
     "state",
     "failRate",
@@ -62,6 +67,8 @@ const CONTROL_KEYS: [&str; 17] = [
     "dropAfterWrite",
     "clockSkewMs",
     "vcardItemTel",
+    "deliverAfterMs",
+    "readAfterMs",
 ];
 
 impl IntoResponse for ControlError {
@@ -179,6 +186,9 @@ fn view(world: &Shared) -> Value {
                 obj.insert("accepted".into(), json!(inst.received.len()));
                 obj.insert("scriptStepsLeft".into(), json!(inst.script.len()));
                 obj.insert("requests".into(), json!(inst.requests));
+                obj.insert("limited".into(), json!(inst.limited));
+                obj.insert("pinnedMessages".into(), json!(inst.pinned_messages));
+                obj.insert("pinnedChats".into(), json!(inst.pinned_chats));
             }
             (id.as_str(), v)
         })
@@ -263,4 +273,47 @@ pub async fn typed(State(world): State<Shared>, body: Bytes) -> Result<Json<Valu
     let at = req.at_ms.unwrap_or_else(super::world::now_ms);
     let id_message = world.lock().typed_on_phone(&req.instance, card, at);
     Ok(Json(json!({ "idMessage": id_message })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StatusRequest {
+    instance: String,
+    #[serde(default)]
+    id_message: Option<String>,
+    #[serde(default)]
+    chat_id: Option<String>,
+    /// The `statusMessage` to show from now on; null lifts the pin.
+    status: Option<String>,
+}
+
+/// `POST /sandbox/status`: pins what `lastOutgoingMessages` reports as the
+/// `statusMessage` of one message (`idMessage`) or of every message to one chat
+/// (`chatId`, e.g. `noAccount` for a number without WhatsApp, or `pending` / `sent` for
+/// a message that never confirms); `"status": null` lets it move on by the delays again.
+pub async fn status(State(world): State<Shared>, body: Bytes) -> Result<Json<Value>, ControlError> {
+    let req: StatusRequest = serde_json::from_slice(&body)?;
+    let target = match (req.id_message, req.chat_id) {
+        (Some(m), None) => StatusTarget::Message(m),
+        (None, Some(c)) => StatusTarget::Chat(c),
+        _ => return Err(ControlError::StatusTarget),
+    };
+    if let Some(s) = &req.status {
+        check_journal_status(s)?;
+    }
+    world
+        .lock()
+        .pin_status(&req.instance, &target, req.status.clone());
+    Ok(Json(
+        json!({ "instance": req.instance, "status": req.status }),
+    ))
+}
+
+/// Whether `status` is one of the journal's `statusMessage` values.
+pub fn check_journal_status(status: &str) -> Result<(), ControlError> {
+    if STATUSES.contains(&status) {
+        Ok(())
+    } else {
+        Err(ControlError::UnknownStatus(status.to_owned()))
+    }
 }

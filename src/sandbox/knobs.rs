@@ -1,5 +1,5 @@
 //! The sandbox's steering knobs: how an instance behaves (state, failures, latency,
-//! send delay), as defaults for every instance plus per-instance overrides.
+//! send delay, how fast its sent messages are delivered and read), as defaults for every instance plus per-instance overrides.
 //!
 //! A [`KnobPatch`] is what `POST /sandbox/control` carries: only the fields given
 //! change. [`Knobs`] is the effective, complete set for one instance.
@@ -12,6 +12,12 @@ use crate::state::Authorization;
 
 /// The statuses a random failure picks from when none were configured.
 pub const DEFAULT_FAIL_STATUSES: [u16; 3] = [429, 500, 502];
+
+/// A sent message shows `delivered` this long after it left the queue, by default:
+/// long enough to be seen in the demo, short enough not to wait for.
+pub const DEFAULT_DELIVER_AFTER_MS: u64 = 1500;
+/// And `read` this long after `delivered`.
+pub const DEFAULT_READ_AFTER_MS: u64 = 1500;
 
 /// The complete behaviour of one instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +52,10 @@ pub struct Knobs {
     pub refuse_status: u16,
     /// When not empty, `sendContact` answers 307 to this base URL + the request path.
     pub redirect_to: String,
+    /// How long after leaving the queue a message's `statusMessage` turns `delivered`.
+    pub deliver_after_ms: u64,
+    /// How long after `delivered` it turns `read`.
+    pub read_after_ms: u64,
 }
 
 impl Default for Knobs {
@@ -65,6 +75,8 @@ impl Default for Knobs {
             quota_methods: Vec::new(),
             refuse_status: 0,
             redirect_to: String::new(),
+            deliver_after_ms: DEFAULT_DELIVER_AFTER_MS,
+            read_after_ms: DEFAULT_READ_AFTER_MS,
         }
     }
 }
@@ -114,6 +126,12 @@ impl Knobs {
         if let Some(url) = &patch.redirect_to {
             self.redirect_to.clone_from(url);
         }
+        if let Some(ms) = patch.deliver_after_ms {
+            self.deliver_after_ms = ms;
+        }
+        if let Some(ms) = patch.read_after_ms {
+            self.read_after_ms = ms;
+        }
     }
 
     /// Whether `method` answers the method-quota 466.
@@ -152,6 +170,8 @@ impl Knobs {
             quota_methods: Some(self.quota_methods.clone()),
             refuse_status: Some(self.refuse_status),
             redirect_to: Some(self.redirect_to.clone()),
+            deliver_after_ms: Some(self.deliver_after_ms),
+            read_after_ms: Some(self.read_after_ms),
         }
     }
 }
@@ -192,6 +212,12 @@ pub struct KnobPatch {
     /// Base URL `sendContact` redirects to; `""` stops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_to: Option<String>,
+    /// Milliseconds from leaving the queue to `delivered` (see [`Knobs::deliver_after_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_after_ms: Option<u64>,
+    /// Milliseconds from `delivered` to `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_after_ms: Option<u64>,
 }
 
 impl KnobPatch {
@@ -214,7 +240,9 @@ impl KnobPatch {
             allowed_chats,
             quota_methods,
             refuse_status,
-            redirect_to
+            redirect_to,
+            deliver_after_ms,
+            read_after_ms
         );
     }
 }

@@ -5,7 +5,8 @@
 //! `validate`, independent of the daemon's, so tests can catch a mistake in either),
 //! answers and limits, runs each
 //! instance's own send queue paced by `delaySendMessagesMilliseconds`, and can be
-//! steered (state, failures, latency, scripted answers) in-process through
+//! steered (state, failures, latency, scripted answers, the `statusMessage` its sent
+//! messages move through) in-process through
 //! [`Sandbox`] or over HTTP through `/sandbox/*` (see `control.rs`).
 //!
 //! Files: `types` (public data), `knobs` (steering values), `world` (instances,
@@ -47,6 +48,7 @@ pub use types::{ReceivedCard, SandboxOptions, ScriptStep};
 use crate::state::Authorization;
 use conn::{ConnHandle, CuttableListener};
 use knobs::Knobs;
+pub use world::StatusTarget;
 use world::{now_ms, Shared, World};
 
 /// How often the emulated send queues are looked at.
@@ -76,6 +78,8 @@ impl Sandbox {
             retry_after_seconds: opts.retry_after_seconds,
             latency: opts.latency,
             delay_send_ms: opts.delay_send_ms,
+            deliver_after_ms: opts.deliver_after_ms,
+            read_after_ms: opts.read_after_ms,
             ..Knobs::default()
         };
         let mut world = World::new(defaults, opts.rate_limits);
@@ -215,6 +219,43 @@ impl Sandbox {
             .unwrap_or(0)
     }
 
+    /// How many `method` requests of `instance` the per-second limits refused (429).
+    pub fn limited_count(&self, instance: &str, method: &str) -> usize {
+        let w = self.inner.world.lock();
+        w.instances
+            .get(instance)
+            .and_then(|i| i.limited.get(method).copied())
+            .unwrap_or(0)
+    }
+
+    /// Pins the `statusMessage` `lastOutgoingMessages` shows for one message or every
+    /// message to one chat (one of `pending`, `sent`, `delivered`, `read`, `failed`,
+    /// `noAccount`, `notInGroup`, `yellowCard`), or lifts the pin (None); false for a
+    /// status the journal never shows.
+    pub fn pin_status(&self, instance: &str, target: StatusTarget, status: Option<&str>) -> bool {
+        if status.is_some_and(|s| control::check_journal_status(s).is_err()) {
+            return false;
+        }
+        self.inner
+            .world
+            .lock()
+            .pin_status(instance, &target, status.map(str::to_owned));
+        true
+    }
+
+    /// Sets how long a sent message takes to show `delivered`, and then `read`.
+    pub fn set_delivery_delays(&self, instance: Option<&str>, deliver: Duration, read: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.patch(
+            instance,
+            KnobPatch {
+                deliver_after_ms: Some(ms(deliver)),
+                read_after_ms: Some(ms(read)),
+                ..KnobPatch::default()
+            },
+        );
+    }
+
     /// Stops accepting connections and stops the emulated queues.
     pub fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
@@ -227,6 +268,7 @@ fn router(world: Shared) -> Router {
         .route("/sandbox/script", post(control::script))
         .route("/sandbox/sent", get(control::sent))
         .route("/sandbox/typed", post(control::typed))
+        .route("/sandbox/status", post(control::status))
         .route("/{instance}/{method}/{token}", any(green::handle))
         .fallback(
             |verb: axum::http::Method, uri: axum::http::Uri| async move {

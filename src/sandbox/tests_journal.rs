@@ -154,3 +154,56 @@ async fn a_card_typed_on_the_phone_is_in_the_journal_not_sent_by_api() {
     assert_eq!(journal[0]["sendByApi"], false);
     assert!(sb.received(ID).is_empty(), "not a send through the API");
 }
+
+/// The `statusMessage` of the first journal entry.
+async fn first_status(sb: &super::Sandbox, c: &reqwest::Client) -> Value {
+    let (_, journal) = get_json(sb, c, "lastOutgoingMessages").await;
+    journal[0]["statusMessage"].clone()
+}
+
+#[tokio::test]
+async fn a_sent_message_moves_to_delivered_then_read_unless_a_status_is_pinned() {
+    let (sb, c) = start(unlimited()).await;
+    sb.set_delivery_delays(None, Duration::from_millis(300), Duration::from_millis(300));
+    assert_eq!(send(&sb, &c, &card()).await.status(), StatusCode::OK);
+    assert_eq!(first_status(&sb, &c).await, "sent");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(first_status(&sb, &c).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(first_status(&sb, &c).await, "read");
+
+    // A pin on the message wins; lifting it lets the delays speak again.
+    let id = sb.received(ID)[0].id_message.clone();
+    let status = format!("{}/sandbox/status", sb.url());
+    let pin = json!({"instance": ID, "idMessage": id, "status": "failed"});
+    let resp = c.post(&status).json(&pin).send().await.expect("post");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(first_status(&sb, &c).await, "failed");
+    let lift = json!({"instance": ID, "idMessage": id, "status": null});
+    c.post(&status).json(&lift).send().await.expect("post");
+    assert_eq!(first_status(&sb, &c).await, "read");
+
+    // A chat pinned to noAccount: every message to it, sent before or after.
+    let chat = json!({"instance": ID, "chatId": "11001234567@c.us", "status": "noAccount"});
+    c.post(&status).json(&chat).send().await.expect("post");
+    assert_eq!(send(&sb, &c, &card()).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(first_status(&sb, &c).await, "noAccount");
+
+    // Mistakes are refused naming what is wrong.
+    for (bad, word) in [
+        (
+            json!({"instance": ID, "chatId": "x", "status": "lost"}),
+            "lost",
+        ),
+        (json!({"instance": ID, "status": "read"}), "idMessage"),
+    ] {
+        let resp = c.post(&status).json(&bad).send().await.expect("post");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body: Value = resp.json().await.expect("json");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains(word),
+            "{body}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::knobs::DEFAULT_FAIL_STATUSES;
+use super::knobs::{DEFAULT_DELIVER_AFTER_MS, DEFAULT_FAIL_STATUSES, DEFAULT_READ_AFTER_MS};
 use crate::state::Authorization;
 
 /// How a sandbox starts; every instance begins with these (see `POST /sandbox/control`
@@ -28,6 +28,10 @@ pub struct SandboxOptions {
     pub retry_after_seconds: Option<u64>,
     /// `delaySendMessagesMilliseconds`: the instance sends one queued message per this.
     pub delay_send_ms: u64,
+    /// A sent message's `statusMessage` turns `delivered` this long after it left the
+    /// queue, then `read` `read_after_ms` later.
+    pub deliver_after_ms: u64,
+    pub read_after_ms: u64,
     /// idInstance → the only token accepted for it; other instances take any token.
     pub tokens: HashMap<String, String>,
 }
@@ -42,6 +46,8 @@ impl Default for SandboxOptions {
             fail_statuses: DEFAULT_FAIL_STATUSES.to_vec(),
             retry_after_seconds: None,
             delay_send_ms: 0,
+            deliver_after_ms: DEFAULT_DELIVER_AFTER_MS,
+            read_after_ms: DEFAULT_READ_AFTER_MS,
             tokens: HashMap::new(),
         }
     }

@@ -1,6 +1,8 @@
 //! The emulated instances' state, without HTTP: each instance's knobs, its own send
-//! queue (paced by `delaySendMessagesMilliseconds`), its journal of sent messages,
-//! scripted answers, accepted cards and request counters.
+//! queue (paced by `delaySendMessagesMilliseconds`), its journal of sent messages and
+//! their `statusMessage` (`sent`, then `delivered` and `read` as the knobs' delays pass,
+//! unless a status is pinned for the message or its chat), scripted answers, accepted
+//! cards and request counters.
 //!
 //! Everything sits behind one mutex ([`Shared`]); no lock is held across an await.
 
@@ -48,6 +50,48 @@ pub struct Instance {
     pub script: VecDeque<ScriptStep>,
     pub received: Vec<ReceivedCard>,
     pub requests: HashMap<String, usize>,
+    /// Requests refused by the per-second limits, per method.
+    pub limited: HashMap<String, usize>,
+    /// `statusMessage` pinned for one message (idMessage) or one chat: it shows that,
+    /// and nothing else, from then on.
+    pub pinned_messages: HashMap<String, String>,
+    pub pinned_chats: HashMap<String, String>,
+}
+
+/// The `statusMessage` values of the real journal (GREEN_API_NOTES.md).
+pub const STATUSES: [&str; 8] = [
+    "pending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "noAccount",
+    "notInGroup",
+    "yellowCard",
+];
+
+impl Instance {
+    /// The `statusMessage` of a message that left the queue, at `now_ms`.
+    fn status_of(&self, sent: &Sent, knobs: &Knobs, now_ms: i64) -> String {
+        if let Some(pinned) = self
+            .pinned_messages
+            .get(&sent.id_message)
+            .or_else(|| self.pinned_chats.get(&sent.card.chat_id))
+        {
+            return pinned.clone();
+        }
+        let deliver = i64::try_from(knobs.deliver_after_ms).unwrap_or(i64::MAX);
+        let read = deliver.saturating_add(i64::try_from(knobs.read_after_ms).unwrap_or(i64::MAX));
+        let age = now_ms.saturating_sub(sent.left_at_ms);
+        let status = if age >= read {
+            "read"
+        } else if age >= deliver {
+            "delivered"
+        } else {
+            "sent"
+        };
+        status.to_owned()
+    }
 }
 
 /// All instances plus the defaults they start from.
@@ -106,12 +150,38 @@ impl World {
         }
     }
 
-    /// `Err(wait)` when the request is over the API's per-second limit.
+    /// `Err(wait)` when the request is over the API's per-second limit (counted).
     pub fn rate_check(&mut self, id: &str, method: &str) -> Result<(), std::time::Duration> {
         if !self.rate_limits {
             return Ok(());
         }
-        self.limits.check(id, method)
+        let checked = self.limits.check(id, method);
+        if checked.is_err() {
+            *self
+                .instance(id)
+                .limited
+                .entry(method.to_owned())
+                .or_default() += 1;
+        }
+        checked
+    }
+
+    /// Pins the `statusMessage` of one message (`id_message`) or of every message to one
+    /// chat, or lifts the pin (`status` None). The status must be one of [`STATUSES`].
+    pub fn pin_status(&mut self, id: &str, target: &StatusTarget, status: Option<String>) {
+        let inst = self.instance(id);
+        let (map, key) = match target {
+            StatusTarget::Message(m) => (&mut inst.pinned_messages, m),
+            StatusTarget::Chat(c) => (&mut inst.pinned_chats, c),
+        };
+        match status {
+            Some(s) => {
+                map.insert(key.clone(), s);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
     }
 
     /// A fresh, never issued `idMessage`: 20 upper-case hex digits.
@@ -218,6 +288,7 @@ impl World {
                 let at = s.left_at_ms.saturating_add(skew).div_euclid(1000);
                 let mut entry = journal_entry(&s.id_message, &s.card, at, knobs.vcard_item_tel);
                 entry["sendByApi"] = Value::Bool(s.send_by_api);
+                entry["statusMessage"] = Value::String(inst.status_of(s, &knobs, now_ms));
                 entry
             })
             .collect()
@@ -247,6 +318,13 @@ impl World {
     pub fn sent_len(&self, id: &str) -> usize {
         self.instances.get(id).map_or(0, |i| i.journal.len())
     }
+}
+
+/// Whose `statusMessage` a pin sets: one message, or every message to one chat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusTarget {
+    Message(String),
+    Chat(String),
 }
 
 /// The world behind its lock, cheap to clone.

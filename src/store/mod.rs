@@ -36,8 +36,8 @@ pub use backup::{restore, verify_copy, RestoreReport};
 pub use error::{Cause, StoreError};
 pub use model::{
     BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
-    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
-    StreamEvent, UncertainCard,
+    EventRow, FollowedCard, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord,
+    StreamEnds, StreamEvent, UncertainCard,
 };
 pub use postgres::hot_queries as pg_hot_queries;
 pub use postgres::record::{Record, RecordedInstance};
@@ -45,7 +45,7 @@ pub use sqlite::{hot_queries, BULK_LIMIT, EXPIRY_BATCH, JOIN_BATCH};
 
 use crate::clock::now_ms;
 use crate::config::Database;
-use crate::event::EventKind;
+use crate::state::Delivery;
 use postgres::PgStore;
 use sqlite::SqliteStore;
 
@@ -377,16 +377,28 @@ impl Store {
         on_backend!(self, b => b.subscribe_events())
     }
 
-    /// Records a delivery change of a sent card with its event, in one transaction
-    /// (`kind` one of delivered, read, deliveryFailed, unconfirmed). False if the card
-    /// is gone.
-    pub async fn delivery_changed(
+    /// Moves a sent card's delivery forward to `delivery` at `at` (Unix ms), with its
+    /// events (delivered, read, deliveryFailed, unconfirmed) in the same transaction;
+    /// `deliveredAt` / `readAt` are set when first seen. False when it changed nothing:
+    /// the card is gone or not sent, or already there or further (it never goes back).
+    pub async fn record_delivery(
         &self,
         id: &str,
-        kind: EventKind,
+        delivery: Delivery,
         at: i64,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.delivery_changed(id, kind, at).await)
+        on_backend!(self, b => b.record_delivery(id, delivery, at).await)
+    }
+
+    /// The cards of `instance` whose delivery is followed (`sent` or `delivered`), sent
+    /// at `sent_since` (Unix ms) or later, oldest send first, `limit` at most.
+    pub async fn followed(
+        &self,
+        instance: &str,
+        sent_since: i64,
+        limit: i64,
+    ) -> Result<Vec<FollowedCard>, StoreError> {
+        on_backend!(self, b => b.followed(instance, sent_since, limit).await)
     }
 
     /// Events after `after` (up to `limit`), of one instance or all, in `seq` order.

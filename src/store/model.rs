@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::contact::Card;
+use crate::state::Delivery;
 
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,11 @@ pub struct MessageRow {
     /// Set while the card is not yet due (it joins the tail of its line then); None
     /// once it is in line.
     pub due_at: Option<i64>,
+    /// What became of it on WhatsApp once sent (None before).
+    pub delivery: Option<Delivery>,
+    /// When it was first seen delivered (or read), and read.
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
 }
 
 impl MessageRow {
@@ -75,6 +81,9 @@ impl MessageRow {
             requeued_at: None,
             not_before,
             due_at,
+            delivery: None,
+            delivered_at: None,
+            read_at: None,
         }
     }
 
@@ -82,6 +91,16 @@ impl MessageRow {
     pub fn not_yet_due(&self) -> bool {
         self.state == "queued" && self.due_at.is_some()
     }
+}
+
+/// A sent card whose delivery is being followed (docs/api.md §11).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowedCard {
+    pub id: String,
+    pub id_message: String,
+    pub sent_at: i64,
+    /// `sent` or `delivered`.
+    pub delivery: Delivery,
 }
 
 /// One line of a message's history.

@@ -50,6 +50,7 @@ on_both!(
     retention_keeps_the_newest_event_so_numbers_go_on,
     a_consumer_starts_once_and_its_cursor_and_failures_are_kept,
     bulk_expiry_and_a_due_card_write_their_events,
+    delivery_moves_forward_only_with_its_events_and_counts,
 );
 
 fn request(n: usize) -> EnqueueRequest {
@@ -112,7 +113,7 @@ async fn every_change_is_one_numbered_event_and_subscribers_hear_the_commit(at: 
     store.record_outcome(c, &failed, now).await.unwrap();
     store.retry(c, 86_400_000).await.unwrap();
     assert!(store
-        .delivery_changed(a, EventKind::Delivered, now)
+        .record_delivery(a, crate::state::Delivery::Delivered, now)
         .await
         .unwrap());
     let events = store.events_after(0, None, 100).await.unwrap();
@@ -334,4 +335,90 @@ async fn two_stores_on_one_postgres_database_number_events_without_gaps() {
     for store in stores {
         store.close().await;
     }
+}
+
+async fn delivery_moves_forward_only_with_its_events_and_counts(at: Where) {
+    use crate::state::Delivery;
+    let store = at.open().await;
+    let rows = enqueue(&store, 3).await;
+    let (a, b, c) = (&rows[0].id, &rows[1].id, &rows[2].id);
+    let now = crate::clock::now_ms();
+    // Not sent yet: no delivery, nothing followed, nothing recorded.
+    assert_eq!(store.message(a).await.unwrap().delivery, None);
+    assert!(!store
+        .record_delivery(a, Delivery::Delivered, now)
+        .await
+        .unwrap());
+    for (id, idm) in [(a, "XA"), (b, "XB"), (c, "XC")] {
+        store.begin_attempt(id, "main", now).await.unwrap();
+        let sent = SendOutcomeRecord::Sent {
+            id_message: idm.into(),
+        };
+        store.record_outcome(id, &sent, now).await.unwrap();
+    }
+    let followed = store.followed("main", 0, 10).await.unwrap();
+    assert_eq!(followed.len(), 3);
+    assert_eq!(followed[0].delivery, Delivery::Sent);
+    assert_eq!(followed[0].id_message, "XA");
+
+    // a: straight to read (delivered implied, both events); back to delivered: nothing.
+    assert!(store
+        .record_delivery(a, Delivery::Read, now + 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(a, Delivery::Delivered, now + 6)
+        .await
+        .unwrap());
+    let row = store.message(a).await.unwrap();
+    assert_eq!(row.delivery, Some(Delivery::Read));
+    assert_eq!(
+        (row.delivered_at, row.read_at),
+        (Some(now + 5), Some(now + 5))
+    );
+    // b: delivered, then read later: deliveredAt stays the first sighting.
+    assert!(store
+        .record_delivery(b, Delivery::Delivered, now + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(b, Delivery::Failed, now + 2)
+        .await
+        .unwrap());
+    assert!(store
+        .record_delivery(b, Delivery::Read, now + 3)
+        .await
+        .unwrap());
+    let row = store.message(b).await.unwrap();
+    assert_eq!(
+        (row.delivered_at, row.read_at),
+        (Some(now + 1), Some(now + 3))
+    );
+    // c: noAccount is final.
+    assert!(store
+        .record_delivery(c, Delivery::NoAccount, now + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_delivery(c, Delivery::Read, now + 2)
+        .await
+        .unwrap());
+    assert!(store.followed("main", 0, 10).await.unwrap().is_empty());
+
+    let events = store.events_after(6, None, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        vec![
+            (7, a.as_str(), "delivered"),
+            (8, a.as_str(), "read"),
+            (9, b.as_str(), "delivered"),
+            (10, b.as_str(), "read"),
+            (11, c.as_str(), "deliveryFailed"),
+        ]
+    );
+    let counts = store.counts("main").await.unwrap();
+    assert_eq!(counts.get("delivery:read"), 2);
+    assert_eq!(counts.get("delivery:noAccount"), 1);
+    assert_eq!(counts.get("delivery:sent"), 0);
+    assert_eq!(counts.get("delivery:delivered"), 0);
 }

@@ -1,5 +1,6 @@
 //! The journal side of the Green API client: `lastOutgoingMessages`,
-//! `showMessagesQueue` and `getSettings`, read into what the reconciler needs.
+//! `showMessagesQueue` and `getSettings`, read into what the reconciler needs, and the
+//! journal's `statusMessage`s for delivery.
 //!
 //! Kept apart from the `sendContact` classification on purpose: the reconciler decides
 //! from these entries whether a card whose answer was lost went out, so everything
@@ -85,6 +86,14 @@ pub fn journal_entry(v: &Value) -> Option<JournalEntry> {
         timestamp,
         send_by_api: v.get("sendByApi").and_then(Value::as_bool).unwrap_or(false),
     })
+}
+
+/// The `idMessage` and `statusMessage` of one `lastOutgoingMessages` entry.
+pub fn status_entry(v: &Value) -> Option<(String, String)> {
+    Some((
+        v.get("idMessage")?.as_str()?.to_string(),
+        v.get("statusMessage")?.as_str()?.to_string(),
+    ))
 }
 
 /// One `showMessagesQueue` entry (`{messageID, type, body}`); its phone is the queued

@@ -37,6 +37,8 @@ pub struct DaemonConfig {
     pub database: Option<PathBuf>,
     /// Tables appended after the instances (`[hooks.NAME]` …).
     pub tables: String,
+    /// Extra lines for the `[queue]` table (`delivery_poll` …).
+    pub queue_extra: String,
     /// A PostgreSQL database to share with other daemons (see [`TestPostgres`]); by
     /// default the one of [`on_postgres`], if the test runs under it.
     pub postgres: Option<TestPostgres>,
@@ -104,6 +106,7 @@ impl Default for DaemonConfig {
             database: None,
             tables: String::new(),
             postgres: None,
+            queue_extra: String::new(),
         }
     }
 }
@@ -164,11 +167,12 @@ impl TestDaemon {
             "[daemon]\nsocket = {socket:?}\ndatabase = {database_key:?}\n{extra}\n\
              [queue]\nmax_age = {max_age:?}\nstate_poll = {poll:?}\nretry_initial = {ri:?}\n\
              retry_max = {rm:?}\nreconcile_lag = {lag:?}\nquota_retry = {quota:?}\n\
-             keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n\n\
+             keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n{queue_extra}\n\n\
              [instances.main]\napi_url = {url:?}\nid_instance = {ID_INSTANCE:?}\n\
              api_token = {TOKEN:?}\nsend_delay = {delay:?}\n{instance_extra}\n",
             extra = config.daemon_extra,
             instance_extra = config.instance_extra,
+            queue_extra = config.queue_extra,
             max_age = config.max_age,
             poll = config.state_poll,
             ri = config.retry_initial,

@@ -32,8 +32,9 @@ pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attem
 pub const LAST_SEND: &str = "UPDATE instances SET last_send_at = $2 WHERE name = $1";
 
 /// Outcome `sent` ($1 id, $2 idMessage, $3 now); answers the instance if it changed.
+/// Its delivery is followed from then on (`delivery` 'sent').
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = $2, sent_at = $3,
-    ended_at = $3, last_error = NULL WHERE id = $1 AND state = 'sending' RETURNING instance";
+    ended_at = $3, last_error = NULL, delivery = 'sent' WHERE id = $1 AND state = 'sending' RETURNING instance";
 
 /// Outcome `failed` ($1 id, $2 error, $3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = $2,

@@ -18,11 +18,12 @@
 //!   [`hook_locks`]; the `[instances]` record every daemon must match: [`record`].
 //!
 //! The imports run one way: this file → `writer` → `enqueue`; this file → `line`,
-//! `changes`, `bulk`, `due`, `upkeep`, `reads`, `stream`, `lease`, `record`; all of them
+//! `changes`, `bulk`, `delivery`, `due`, `upkeep`, `reads`, `stream`, `lease`, `record`; all of them
 //! → `rows`, `events`, `stream` and the records of `crate::store`.
 
 mod bulk;
 mod changes;
+mod delivery;
 mod due;
 mod enqueue;
 mod error;
@@ -49,10 +50,10 @@ pub use error::classify;
 use super::error::{Cause, StoreError};
 use super::model::{
     BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
-    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
-    StreamEvent, UncertainCard,
+    EventRow, FollowedCard, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord,
+    StreamEnds, StreamEvent, UncertainCard,
 };
-use crate::event::EventKind;
+use crate::state::Delivery;
 
 /// How often a transaction that met a deadlock or serialization failure is tried.
 const TRIES: u32 = 5;
@@ -358,14 +359,22 @@ impl PgStore {
         self.committed.0.subscribe()
     }
 
-    pub async fn delivery_changed(
+    pub async fn record_delivery(
         &self,
         id: &str,
-        kind: EventKind,
+        next: Delivery,
         at: i64,
     ) -> Result<bool, StoreError> {
-        transaction!(self, |tx, ev| stream::delivery_change(tx, ev, id, kind, at)
-            .await)
+        transaction!(self, |tx, ev| delivery::record(tx, ev, id, next, at).await)
+    }
+
+    pub async fn followed(
+        &self,
+        instance: &str,
+        sent_since: i64,
+        limit: i64,
+    ) -> Result<Vec<FollowedCard>, StoreError> {
+        delivery::followed(&self.pool, instance, sent_since, limit).await
     }
 
     pub async fn delete_old_events(&self, cutoff: i64) -> Result<u64, StoreError> {
@@ -532,6 +541,9 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("notBefore: next due", reads::NEXT_DUE),
         ("notBefore: due now", due::DUE_NOW),
         ("notBefore: join the line", due::JOIN_LINE),
+        ("delivery: current", delivery::CURRENT),
+        ("delivery: record", delivery::RECORD),
+        ("delivery: cards followed", delivery::FOLLOWED),
         // `bulk::BULK_INSTANCES` reads the `counts` table whole: a few rows per
         // instance, never `messages`.
         ("bulk: select", bulk::BULK_SELECT),

@@ -10,7 +10,7 @@ macro_rules! message_columns {
     () => {
         "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
          enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
-         sent_at, ended_at, requeued_at, not_before, due_at"
+         sent_at, ended_at, requeued_at, not_before, due_at, delivery, delivered_at, read_at"
     };
 }
 pub(super) use message_columns;
@@ -55,6 +55,16 @@ impl FromRow<'_, PgRow> for MessageRow {
             requeued_at: r.try_get(17)?,
             not_before: r.try_get(18)?,
             due_at: r.try_get(19)?,
+            delivery: r
+                .try_get::<Option<String>, _>(20)?
+                .map(|text| text.parse())
+                .transpose()
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "delivery".into(),
+                    source: Box::new(e),
+                })?,
+            delivered_at: r.try_get(21)?,
+            read_at: r.try_get(22)?,
         })
     }
 }

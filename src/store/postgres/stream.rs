@@ -54,9 +54,6 @@ pub const WRITE: &str = "WITH c AS (
                WITH ORDINALITY AS o(at, id, instance, event, n))
     SELECT last FROM c";
 
-/// The instance of a message ($1 id), for a delivery event.
-pub const INSTANCE_OF: &str = "SELECT instance FROM messages WHERE id = $1";
-
 /// The last committed `seq`.
 pub const COUNTER: &str = "SELECT last FROM stream_counter WHERE id = 1";
 
@@ -119,27 +116,6 @@ pub(super) async fn write(tx: &mut PgConnection, events: &Buffer) -> sqlx::Resul
         .fetch_one(tx)
         .await?;
     Ok(Some(last))
-}
-
-/// A delivery change of a sent card with its event, in the caller's transaction: the
-/// delivery follower records the card's new delivery columns here, before the event.
-/// False if the card is gone.
-pub(super) async fn delivery_change(
-    tx: &mut PgConnection,
-    events: &mut Buffer,
-    id: &str,
-    kind: EventKind,
-    at: i64,
-) -> Result<bool, StoreError> {
-    let instance: Option<String> = sqlx::query_scalar(INSTANCE_OF)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(instance) = instance else {
-        return Ok(false);
-    };
-    events.add(at, id, &instance, kind);
-    Ok(true)
 }
 
 /// Deletes up to `batch` of the oldest events older than `cutoff`, never the newest

@@ -24,8 +24,9 @@ pub const LAST_SEND: &str = "INSERT INTO instances (name, last_send_at) VALUES (
     ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at";
 
 /// Outcome `sent` (?1 id, ?2 idMessage, ?3 now); answers the instance if it changed.
+/// Its delivery is followed from then on (`delivery` 'sent').
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
-    ended_at = ?3, last_error = NULL WHERE id = ?1 AND state = 'sending' RETURNING instance";
+    ended_at = ?3, last_error = NULL, delivery = 'sent' WHERE id = ?1 AND state = 'sending' RETURNING instance";
 
 /// Outcome `failed` (?1 id, ?2 error, ?3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = ?2,

@@ -6,8 +6,9 @@
 //!   writes, inside its group transaction: the enqueue ([`enqueue`]), claim and
 //!   outcome ([`line`]) hot paths as jobs of their own, every other change ([`changes`],
 //!   [`upkeep`]) as a closure the async methods below hand it;
-//! - bulk cancel and retry by filter ([`bulk`]) and the joining of cards whose
-//!   `notBefore` came ([`due`]) are closures of the write thread too;
+//! - bulk cancel and retry by filter ([`bulk`]), the joining of cards whose
+//!   `notBefore` came ([`due`]) and delivery changes ([`delivery`], which also reads the
+//!   cards being followed) are closures of the write thread too;
 //! - every read runs on a pool of read-only connections ([`reads`]);
 //! - rows become records in [`rows`]; history lines are written by [`events`];
 //! - the numbered event stream, its counter and the consumers' cursors are [`stream`]'s
@@ -20,6 +21,7 @@
 
 mod bulk;
 mod changes;
+mod delivery;
 mod due;
 mod enqueue;
 mod error;
@@ -50,10 +52,10 @@ use super::error::{Cause, StoreError};
 use super::guard::{self, Identity};
 use super::model::{
     BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
-    EventRow, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord, StreamEnds,
-    StreamEvent, UncertainCard,
+    EventRow, FollowedCard, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord,
+    StreamEnds, StreamEvent, UncertainCard,
 };
-use crate::event::EventKind;
+use crate::state::Delivery;
 
 /// `PRAGMA max_page_count` for a cap of `pages`: a little above it, as a hard backstop
 /// behind the enqueue check (so the drain can still record outcomes at the cap).
@@ -356,16 +358,25 @@ impl SqliteStore {
         self.events.clone()
     }
 
-    pub async fn delivery_changed(
+    pub async fn record_delivery(
         &self,
         id: &str,
-        kind: EventKind,
+        delivery: Delivery,
         at: i64,
     ) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.writer
-            .run(move |tx| stream::delivery_change(tx, &id, kind, at))
+            .run(move |tx| delivery::record(tx, &id, delivery, at))
             .await
+    }
+
+    pub async fn followed(
+        &self,
+        instance: &str,
+        sent_since: i64,
+        limit: i64,
+    ) -> Result<Vec<FollowedCard>, StoreError> {
+        delivery::followed(&self.read, instance, sent_since, limit).await
     }
 
     pub async fn delete_old_events(&self, cutoff: i64) -> Result<u64, StoreError> {
@@ -524,6 +535,9 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("history line by id", events::INSERT_EVENT),
         ("history line by seq", events::INSERT_EVENT_BY_SEQ),
         ("stream: event", stream::ADD),
+        ("delivery: current", delivery::CURRENT),
+        ("delivery: record", delivery::RECORD),
+        ("delivery: cards followed", delivery::FOLLOWED),
         ("stream: seal", stream::SEAL),
         ("stream: after", stream::STREAM_AFTER),
         ("stream: ends", stream::ENDS),

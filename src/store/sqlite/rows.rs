@@ -5,13 +5,14 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
-use crate::store::model::{ChatHold, EventRow, InstanceRow, MessageRow};
+use crate::state::{Delivery, UnknownDelivery};
+use crate::store::model::{ChatHold, EventRow, FollowedCard, InstanceRow, MessageRow};
 
 macro_rules! message_columns {
     () => {
         "id, instance, state, line_seq, chat_id, phone, body, idempotency_key, peer_uid, \
          enqueued_at, expires_at, attempts, attempt_started_at, last_error, id_message, \
-         sent_at, ended_at, requeued_at, not_before, due_at"
+         sent_at, ended_at, requeued_at, not_before, due_at, delivery, delivered_at, read_at"
     };
 }
 pub(super) use message_columns;
@@ -49,6 +50,11 @@ pub(super) fn message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         requeued_at: r.get(17)?,
         not_before: r.get(18)?,
         due_at: r.get(19)?,
+        delivery: parse_delivery(r.get(20)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(20, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        delivered_at: r.get(21)?,
+        read_at: r.get(22)?,
     })
 }
 
@@ -75,6 +81,33 @@ impl FromRow<'_, SqliteRow> for MessageRow {
             requeued_at: r.try_get(17)?,
             not_before: r.try_get(18)?,
             due_at: r.try_get(19)?,
+            delivery: parse_delivery(r.try_get(20)?).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "delivery".into(),
+                source: Box::new(e),
+            })?,
+            delivered_at: r.try_get(21)?,
+            read_at: r.try_get(22)?,
+        })
+    }
+}
+
+/// The stored delivery text as its type; a text that is not one is an error, never a
+/// guess (the store writes only [`Delivery`] wire names).
+fn parse_delivery(text: Option<String>) -> Result<Option<Delivery>, UnknownDelivery> {
+    text.map(|t| t.parse()).transpose()
+}
+
+impl FromRow<'_, SqliteRow> for FollowedCard {
+    fn from_row(r: &SqliteRow) -> sqlx::Result<FollowedCard> {
+        let delivery: String = r.try_get(3)?;
+        Ok(FollowedCard {
+            id: r.try_get(0)?,
+            id_message: r.try_get(1)?,
+            sent_at: r.try_get(2)?,
+            delivery: delivery.parse().map_err(|e| sqlx::Error::ColumnDecode {
+                index: "delivery".into(),
+                source: Box::new(e),
+            })?,
         })
     }
 }

@@ -26,9 +26,6 @@ pub const ADD: &str =
 pub const SEAL: &str = "UPDATE stream_counter SET last = (SELECT MAX(seq) FROM stream)
     WHERE id = 1 AND last < (SELECT MAX(seq) FROM stream) RETURNING last";
 
-/// The instance of a message (?1 id), for an event whose change did not return it.
-pub const INSTANCE_OF: &str = "SELECT instance FROM messages WHERE id = ?1";
-
 /// The sealed counter: the last committed `seq`.
 pub const COUNTER: &str = "SELECT last FROM stream_counter WHERE id = 1";
 
@@ -97,26 +94,6 @@ pub(super) fn seal(tx: &Transaction<'_>) -> rusqlite::Result<Option<i64>> {
     tx.prepare_cached(SEAL)?
         .query_row([], |r| r.get(0))
         .optional()
-}
-
-/// A delivery change of a sent card (`delivered`, `read`, `deliveryFailed`,
-/// `unconfirmed`) with its event, in one transaction: the delivery follower records the
-/// card's new delivery columns here, before the event line. False if the card is gone.
-pub(super) fn delivery_change(
-    tx: &Transaction<'_>,
-    id: &str,
-    kind: EventKind,
-    at: i64,
-) -> Result<bool, StoreError> {
-    let instance: Option<String> = tx
-        .prepare_cached(INSTANCE_OF)?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    let Some(instance) = instance else {
-        return Ok(false);
-    };
-    add(tx, at, id, &instance, kind)?;
-    Ok(true)
 }
 
 /// Deletes up to `batch` of the oldest events older than `cutoff`, never the newest
