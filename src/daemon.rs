@@ -87,6 +87,7 @@ pub async fn run_until(
         &settings.daemon.node,
         StoreOptions {
             max_page_count: settings.daemon.max_database_pages,
+            lease: settings.daemon.lease,
             ..StoreOptions::default()
         },
     )

@@ -37,17 +37,29 @@ macro_rules! both {
 
 pub(super) use both;
 
-/// A PostgreSQL store on the test's own database.
+/// A PostgreSQL store on the test's own database, holding the drain leases of the
+/// instances the tests drain ("main", "other"), as a daemon's drain would.
 pub(super) async fn pg_store(db: &TestDatabase) -> Store {
     let target =
         crate::config::PostgresTarget::parse("test", &db.url, None).expect("a test database URL");
-    Store::open_database(
+    let store = Store::open_database(
         &crate::config::Database::Postgres(target),
         "test",
-        StoreOptions::default(),
+        StoreOptions {
+            lease: Duration::from_secs(600),
+            ..StoreOptions::default()
+        },
     )
     .await
-    .expect("the PostgreSQL store opens")
+    .expect("the PostgreSQL store opens");
+    for instance in ["main", "other"] {
+        assert_eq!(
+            store.try_lead(instance).await,
+            Some(1),
+            "the lease of {instance}"
+        );
+    }
+    store
 }
 
 both!(

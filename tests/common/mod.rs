@@ -154,6 +154,12 @@ impl TestDaemon {
             None => database.display().to_string(),
         };
         let config_path = dir.path().join("contactq.toml");
+        // On PostgreSQL a short drain lease, so a killed drainer is replaced quickly.
+        let extra = if postgres.is_some() && !config.daemon_extra.contains("lease =") {
+            format!("{}\nlease = \"3s\"", config.daemon_extra)
+        } else {
+            config.daemon_extra.clone()
+        };
         let mut text = format!(
             "[daemon]\nsocket = {socket:?}\ndatabase = {database_key:?}\n{extra}\n\
              [queue]\nmax_age = {max_age:?}\nstate_poll = {poll:?}\nretry_initial = {ri:?}\n\
@@ -161,7 +167,7 @@ impl TestDaemon {
              keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n\n\
              [instances.main]\napi_url = {url:?}\nid_instance = {ID_INSTANCE:?}\n\
              api_token = {TOKEN:?}\nsend_delay = {delay:?}\n",
-            extra = config.daemon_extra,
+            extra = extra,
             max_age = config.max_age,
             poll = config.state_poll,
             ri = config.retry_initial,

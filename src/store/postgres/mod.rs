@@ -39,9 +39,11 @@ pub use error::classify;
 
 use super::error::{Cause, StoreError};
 use super::model::{
-    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, ListFilter,
-    MessageRow, SendOutcomeRecord, UncertainCard,
+    ChatHold, EnqueueOutcome, EnqueueRequest, EventRow, InstanceCounts, InstanceRow, LeaseView,
+    ListFilter, MessageRow, NodeSeen, SendOutcomeRecord, UncertainCard,
 };
+use super::StoreOptions;
+use crate::clock::duration_ms;
 
 /// How often a transaction that met a deadlock or serialization failure is tried.
 const TRIES: u32 = 5;
@@ -121,16 +123,22 @@ impl PgStore {
     pub async fn open(
         connect: PgConnectOptions,
         node: &str,
-        readers: u32,
+        options: &StoreOptions,
     ) -> Result<PgStore, StoreError> {
         let connect = named(connect, node);
-        let connections = readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
-        let pool = connect_and_migrate(connect.clone(), node, connections).await?;
+        let connections = options.readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
+        let pool = connect_and_migrate(connect, node, connections).await?;
         let writer = writer::spawn(pool.clone());
+        let leases = lease::Leases::new(
+            pool.clone(),
+            node,
+            duration_ms(options.lease),
+            options.clock.clone(),
+        );
         Ok(PgStore {
             pool,
             writer,
-            leases: Arc::new(lease::Leases::new(connect)),
+            leases: Arc::new(leases),
         })
     }
 
@@ -144,9 +152,51 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    /// Whether this daemon drains `instance` now (see [`lease`]).
-    pub async fn try_lead(&self, instance: &str) -> bool {
+    /// The epoch at which this daemon drains `instance` now (see [`lease`]).
+    pub async fn try_lead(&self, instance: &str) -> Option<i64> {
         self.leases.try_lead(instance).await
+    }
+
+    /// Whether a request may go out for `instance`: its lease is held and the holder's
+    /// own deadline has not passed.
+    pub fn may_send(&self, instance: &str) -> bool {
+        self.leases.token(instance).is_some()
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.leases.lease_ms()
+    }
+
+    pub async fn give_up_lead(&self, instance: &str, off_ms: i64) {
+        self.leases.give_up(instance, off_ms).await
+    }
+
+    pub async fn lease_view(&self, instance: &str) -> Result<LeaseView, StoreError> {
+        lease::view(&self.pool, instance).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeSeen>, StoreError> {
+        lease::nodes(&self.pool).await
+    }
+
+    /// Conflict unless `instance`'s lease is still this daemon's at the epoch it holds
+    /// and unexpired, checked inside the caller's transaction `tx`.
+    async fn check_lease(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        let held = match self.leases.token(instance) {
+            Some(epoch) => lease::check(tx, instance, self.leases.holder(), epoch).await?,
+            None => false,
+        };
+        if held {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "the drain lease is not this daemon's".into(),
+            ))
+        }
     }
 
     /// Checks the daemon's `[instances]` against the database's record (writing it if
@@ -170,7 +220,12 @@ impl PgStore {
     ) -> Result<i64, StoreError> {
         transaction!(self.pool, |tx| async {
             if let Some((done, outcome, at)) = finished {
-                line::outcome(tx, done, outcome, at).await?;
+                line::outcome(tx, done, outcome, at, &self.leases.held_by()).await?;
+            }
+            // The outcome is recorded whoever holds the lease; the claim (and the
+            // pacing time it writes) only under it.
+            if self.check_lease(tx, instance).await.is_err() {
+                return Ok(None);
             }
             Ok::<_, StoreError>(line::claim(tx, id, instance, now).await?)
         }
@@ -184,7 +239,8 @@ impl PgStore {
         outcome: &SendOutcomeRecord,
         now: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| line::outcome(tx, id, outcome, now)
+        let held = self.leases.held_by();
+        transaction!(self.pool, |tx| line::outcome(tx, id, outcome, now, &held)
             .await
             .map_err(StoreError::from))
     }
@@ -215,9 +271,16 @@ impl PgStore {
         until: Option<i64>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::set_hold(tx, name, until, reason)
-            .await
-            .map_err(StoreError::from))
+        transaction!(self.pool, |tx| async {
+            // Releasing the line's hold lets it send: only under the lease.
+            if until.is_none() {
+                self.check_lease(tx, name).await?;
+            }
+            changes::set_hold(tx, name, until, reason)
+                .await
+                .map_err(StoreError::from)
+        }
+        .await)
     }
 
     pub async fn set_chat_hold(
@@ -240,11 +303,13 @@ impl PgStore {
         chat_id: &str,
         until: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self.pool, |tx| changes::end_chat_hold(
-            tx, name, chat_id, until
-        )
-        .await
-        .map_err(StoreError::from))
+        transaction!(self.pool, |tx| async {
+            self.check_lease(tx, name).await?;
+            changes::end_chat_hold(tx, name, chat_id, until)
+                .await
+                .map_err(StoreError::from)
+        }
+        .await)
     }
 
     pub async fn expire_due(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
@@ -332,11 +397,13 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("next to send, chats held", reads::HEAD_ROWS_SKIPPING),
         ("card in flight", reads::IN_FLIGHT),
         ("claim: lock the line", line::LOCK_LINE),
+        ("claim: the lease", lease::CHECK),
         ("claim", line::CLAIM),
         ("claim: last send time", line::LAST_SEND),
         ("outcome: sent", line::OUTCOME_SENT),
         ("outcome: failed", line::OUTCOME_FAILED),
         ("outcome: requeue", line::OUTCOME_REQUEUE),
+        ("lease: take or renew", lease::TAKE),
         ("outcome: uncertain", line::OUTCOME_UNCERTAIN),
         ("reconcile: idMessage taken", reads::ID_MESSAGE_TAKEN),
         ("cancel", changes::CANCEL),
