@@ -96,6 +96,18 @@ pub struct StatusView {
     pub version: String,
     pub uptime_seconds: f64,
     pub instances: Vec<InstanceStatus>,
+    /// The daemons sharing the database, with their last heartbeat (docs/api.md §10);
+    /// with SQLite, this daemon.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One daemon in `GET /v1/status` `nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub last_seen: String,
 }
 
 /// One instance in `GET /v1/status`.
@@ -118,6 +130,12 @@ pub struct InstanceStatus {
     /// Why the line is held, when it is (paused, quota, back-off, authorization).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// The node holding the instance's drain lease, null when none holds it live.
+    #[serde(default)]
+    pub drained_by: Option<String>,
+    /// The lease's epoch (grows at every take-over); 1 with SQLite.
+    #[serde(default)]
+    pub lease_epoch: Option<i64>,
 }
 
 /// `POST /v1/instances/{name}/pause|resume` answer.

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
 use crate::lines::LineStatus;
-use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
+use crate::protocol::{FlushState, Health, InstanceStatus, NodeStatus, PauseState, StatusView};
 use crate::state::MessageState;
 
 pub async fn pause(
@@ -73,6 +73,10 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
         let counts = state.store.counts(name).await?;
         let persisted = state.store.instance(name).await?;
         let live = line.status();
+        let lease = state
+            .store
+            .lease_view(name, &state.settings.daemon.node)
+            .await?;
         let held = if persisted.paused {
             Some("paused".to_string())
         } else {
@@ -97,12 +101,25 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
             paused: persisted.paused,
             last_error: live.last_error.clone(),
             held,
+            drained_by: lease.drained_by,
+            lease_epoch: lease.epoch,
         });
     }
+    let nodes = state
+        .store
+        .nodes(&state.settings.daemon.node)
+        .await?
+        .into_iter()
+        .map(|n| NodeStatus {
+            name: n.name,
+            last_seen: format_ms(n.last_seen_ms),
+        })
+        .collect();
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
+        nodes,
     }))
 }
 
