@@ -107,6 +107,13 @@ pub async fn run_until(
         crate::metrics::serve(addr, store.clone(), lines.clone(), shutdown.clone()).await?;
     }
 
+    // A flush given to another daemon sharing the database reaches this one's drain.
+    let flushed = lines.clone();
+    store.on_forwarded_flush(move |instance| {
+        if let Some(line) = flushed.get(instance) {
+            line.request_flush();
+        }
+    });
     let http = GreenApi::http_client(settings.queue.request_timeout)
         .map_err(|e| std::io::Error::other(e.0))?;
     // One clock for every drain and the expiry: waits on the monotonic clock.

@@ -277,3 +277,44 @@ async fn a_pause_through_a_daemon_that_does_not_drain_stops_the_holder_within_a_
     .await;
     assert_received_once_and_recorded(&sb, &daemons[0].all_messages().await);
 }
+
+/// A flush given to the daemon that does not drain reaches the holder: it asks the
+/// state at once (state_poll is an hour) and the re-authorized instance drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_through_a_daemon_that_does_not_drain_reaches_the_holder() {
+    let Some(pg) = test_postgres().await else {
+        return;
+    };
+    let sb = sandbox().await;
+    sb.set_state(Some(ID_INSTANCE), "notAuthorized");
+    let config = |node| DaemonConfig {
+        state_poll: "1h",
+        ..on(&pg, node)
+    };
+    let daemons = [
+        TestDaemon::start(&sb, config("node-a")).await,
+        TestDaemon::start(&sb, config("node-b")).await,
+    ];
+    let id = daemons[0].enqueue_ok(&card(1)).await;
+    let (drainer, _, _) = next_holder(&pg, None, Duration::from_secs(10)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the holder's first state call",
+        || {
+            let sb = &sb;
+            async move { sb.request_count(ID_INSTANCE, "getStateInstance") >= 1 }
+        },
+    )
+    .await;
+    sb.set_state(Some(ID_INSTANCE), "authorized");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let other = &daemons[1 - index_of(&drainer)];
+    assert_eq!(
+        other.message(&id).await["state"],
+        "queued",
+        "state_poll is 1 h"
+    );
+    let (status, _) = other.post("/v1/instances/main/flush", &json!({})).await;
+    assert_eq!(status, 200);
+    other.wait_state(&id, "sent", Duration::from_secs(4)).await;
+}

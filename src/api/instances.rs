@@ -59,6 +59,8 @@ pub async fn flush(
         .get(&name)
         .ok_or_else(|| ApiError::UnknownInstance(name.clone()))?;
     line.request_flush();
+    // On a shared database the drainer may be another daemon: tell it.
+    state.store.forward_flush(&name).await?;
     tracing::info!(instance = %name, "flush asked");
     Ok(Json(FlushState {
         instance: name,

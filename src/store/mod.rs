@@ -190,6 +190,23 @@ impl Store {
         }
     }
 
+    /// Forwards a flush given to this daemon to whichever daemon drains `instance`
+    /// (PostgreSQL NOTIFY); nothing to forward with SQLite.
+    pub async fn forward_flush(&self, instance: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(b) => b.notify_flush(instance).await,
+        }
+    }
+
+    /// Calls `flush(instance)` for every flush another daemon forwards (a task of its
+    /// own, for the daemon's life); nothing with SQLite.
+    pub fn on_forwarded_flush(&self, flush: impl Fn(&str) + Send + 'static) {
+        if let Backend::Postgres(b) = &self.backend {
+            b.listen_flushes(flush)
+        }
+    }
+
     /// The daemons sharing the database (status `nodes`): with SQLite, this one, now.
     pub async fn nodes(&self, node: &str) -> Result<Vec<NodeSeen>, StoreError> {
         match &self.backend {

@@ -59,6 +59,10 @@ pub const HEARTBEAT: &str = "INSERT INTO nodes (name, last_seen) VALUES ($1, clo
 pub const NODES: &str = "SELECT name,
     (extract(epoch FROM last_seen) * 1000)::bigint AS last_seen FROM nodes ORDER BY name";
 
+/// The channel on which a daemon tells the holder of a command it was given ($1 the
+/// payload, `flush NAME`).
+pub const NOTIFY: &str = "SELECT pg_notify('contactq', $1)";
+
 /// The margin between the holder's own deadline and the lease's expiry.
 const MARGIN_MS: i64 = 1000;
 
@@ -309,4 +313,38 @@ pub(super) async fn nodes(pool: &PgPool) -> Result<Vec<NodeSeen>, StoreError> {
         .into_iter()
         .map(|(name, last_seen_ms)| NodeSeen { name, last_seen_ms })
         .collect())
+}
+
+/// Tells every daemon on the database that `instance` was asked to flush (the holder acts).
+pub(super) async fn notify_flush(pool: &PgPool, instance: &str) -> Result<(), StoreError> {
+    sqlx::query(NOTIFY)
+        .bind(format!("flush {instance}"))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Listens for the flushes given to other daemons; calls `flush(instance)` for each.
+/// PostgreSQL delivers a NOTIFY within milliseconds; a lost connection is re-made.
+pub(super) async fn listen_flushes(pool: PgPool, flush: impl Fn(&str) + Send + 'static) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for other daemons' commands");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen("contactq").await {
+            tracing::warn!(%error, "cannot listen for other daemons' commands");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        while let Ok(note) = listener.recv().await {
+            if let Some(instance) = note.payload().strip_prefix("flush ") {
+                flush(instance);
+            }
+        }
+    }
 }

@@ -175,6 +175,14 @@ impl PgStore {
         lease::view(&self.pool, instance).await
     }
 
+    pub async fn notify_flush(&self, instance: &str) -> Result<(), StoreError> {
+        lease::notify_flush(&self.pool, instance).await
+    }
+
+    pub fn listen_flushes(&self, flush: impl Fn(&str) + Send + 'static) {
+        tokio::spawn(lease::listen_flushes(self.pool.clone(), flush));
+    }
+
     pub async fn nodes(&self) -> Result<Vec<NodeSeen>, StoreError> {
         lease::nodes(&self.pool).await
     }
