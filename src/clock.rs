@@ -20,6 +20,10 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn wall_ms(&self) -> i64;
     /// Monotonic milliseconds since an arbitrary origin: for every wait.
     fn mono_ms(&self) -> i64;
+    /// Milliseconds since boot, counting the time the machine or the process was
+    /// suspended (CLOCK_BOOTTIME): for the drain lease's deadline, which must pass
+    /// while a VM is paused (docs/api.md §10).
+    fn boot_ms(&self) -> i64;
 }
 
 /// A clock to share between tasks.
@@ -38,6 +42,23 @@ impl Clock for SystemClock {
     fn mono_ms(&self) -> i64 {
         duration_ms(self.origin.elapsed())
     }
+    fn boot_ms(&self) -> i64 {
+        boottime_ms()
+    }
+}
+
+/// CLOCK_BOOTTIME in milliseconds: monotonic, and it goes on counting while the
+/// system is suspended (CLOCK_MONOTONIC stops then).
+pub fn boottime_ms() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to write into.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_BOOTTIME is always there on Linux");
+    // time_t and c_long are i64 on the 64-bit Linux targets this builds for.
+    ts.tv_sec.saturating_mul(1000) + ts.tv_nsec / 1_000_000
 }
 
 /// The real clocks, shared.
@@ -47,13 +68,14 @@ pub fn system() -> SharedClock {
     })
 }
 
-/// A clock that moves only when told to, for tests: `advance` moves both clocks as
+/// A clock that moves only when told to, for tests: `advance` moves every clock as
 /// real time passing would; `step_wall` moves the wall clock alone, as NTP or an
-/// operator would.
+/// operator would; `suspend` moves the boot clock alone, as a paused VM would.
 #[derive(Debug)]
 pub struct ManualClock {
     wall: AtomicI64,
     mono: AtomicI64,
+    boot: AtomicI64,
 }
 
 impl ManualClock {
@@ -61,11 +83,18 @@ impl ManualClock {
         Arc::new(ManualClock {
             wall: AtomicI64::new(wall_ms),
             mono: AtomicI64::new(0),
+            boot: AtomicI64::new(0),
         })
     }
     pub fn advance(&self, d: std::time::Duration) {
         self.wall.fetch_add(duration_ms(d), Ordering::SeqCst);
         self.mono.fetch_add(duration_ms(d), Ordering::SeqCst);
+        self.boot.fetch_add(duration_ms(d), Ordering::SeqCst);
+    }
+    /// Time passes while suspended: the wall and boot clocks move, not the monotonic.
+    pub fn suspend(&self, d: std::time::Duration) {
+        self.wall.fetch_add(duration_ms(d), Ordering::SeqCst);
+        self.boot.fetch_add(duration_ms(d), Ordering::SeqCst);
     }
     pub fn step_wall(&self, delta_ms: i64) {
         self.wall.fetch_add(delta_ms, Ordering::SeqCst);
@@ -78,6 +107,9 @@ impl Clock for ManualClock {
     }
     fn mono_ms(&self) -> i64 {
         self.mono.load(Ordering::SeqCst)
+    }
+    fn boot_ms(&self) -> i64 {
+        self.boot.load(Ordering::SeqCst)
     }
 }
 
@@ -147,6 +179,16 @@ pub fn duration_ms(d: std::time::Duration) -> i64 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_boot_clock_counts_a_suspension_the_monotonic_clock_does_not() {
+        let clock = ManualClock::new(0);
+        clock.advance(Duration::from_secs(1));
+        clock.suspend(Duration::from_secs(30));
+        assert_eq!((clock.mono_ms(), clock.boot_ms()), (1_000, 31_000));
+        let a = boottime_ms();
+        assert!(a > 0 && boottime_ms() >= a);
+    }
 
     #[test]
     fn formats_with_millis_and_z() {

@@ -76,6 +76,9 @@ pub struct DaemonSettings {
     /// `daemon.node`: this daemon's name among those sharing a database (default the
     /// host name); PostgreSQL's `application_name` is `contactq/NODE`.
     pub node: String,
+    /// `daemon.lease`: how long a drain lease on a shared database lasts unrenewed
+    /// (default 10 s; docs/api.md §10). A dead drainer is replaced within it + 2 s.
+    pub lease: Duration,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub log_level: Option<String>,
@@ -146,6 +149,7 @@ struct RawDaemon {
     database: Option<String>,
     database_password_file: Option<String>,
     node: Option<String>,
+    lease: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
@@ -315,6 +319,13 @@ impl Settings {
             Some(node) => node,
             None => host_name(),
         };
+        let lease = parse_duration("daemon.lease", d.lease.as_deref().unwrap_or("10s"))?;
+        if !(Duration::from_secs(3)..=Duration::from_secs(600)).contains(&lease) {
+            return Err(key_error(
+                "daemon.lease",
+                "a drain lease lasts between 3s and 10m",
+            ));
+        }
         let daemon = DaemonSettings {
             socket: d
                 .socket
@@ -323,6 +334,7 @@ impl Settings {
             socket_mode,
             database,
             node,
+            lease,
             metrics_listen,
             log_format,
             log_level: d.log_level,

@@ -312,3 +312,27 @@ fn a_postgres_database_hides_its_password_and_reads_the_password_file() {
         .to_string();
     assert!(err.contains("daemon.database_password_file"), "{err}");
 }
+
+/// `daemon.lease`: 10 s by default; a value that is no duration, or outside 3 s..10 min,
+/// is a mistake naming the key.
+#[test]
+fn the_drain_lease_defaults_to_ten_seconds_and_a_bad_one_names_the_key() {
+    let with = |lease: &str| {
+        GOOD.replace(
+            "database = \"/tmp/x.db\"",
+            &format!("database = \"/tmp/x.db\"\nlease = {lease:?}"),
+        )
+    };
+    assert_eq!(
+        load(GOOD, &[]).unwrap().daemon.lease,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        load(&with("30s"), &[]).unwrap().daemon.lease,
+        Duration::from_secs(30)
+    );
+    for bad in ["soon", "1s", "2h"] {
+        let err = load(&with(bad), &[]).unwrap_err().to_string();
+        assert!(err.contains("daemon.lease"), "{bad}: {err}");
+    }
+}

@@ -87,6 +87,7 @@ pub async fn run_until(
         &settings.daemon.node,
         StoreOptions {
             max_page_count: settings.daemon.max_database_pages,
+            lease: settings.daemon.lease,
             ..StoreOptions::default()
         },
     )
@@ -107,6 +108,13 @@ pub async fn run_until(
         crate::metrics::serve(addr, store.clone(), lines.clone(), hooks, shutdown.clone()).await?;
     }
 
+    // A flush given to another daemon sharing the database reaches this one's drain.
+    let flushed = lines.clone();
+    store.on_forwarded_flush(move |instance| {
+        if let Some(line) = flushed.get(instance) {
+            line.request_flush();
+        }
+    });
     let http = GreenApi::http_client(settings.queue.request_timeout)
         .map_err(|e| std::io::Error::other(e.0))?;
     // One clock for every drain and the expiry: waits on the monotonic clock.

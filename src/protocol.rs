@@ -115,6 +115,18 @@ pub struct StatusView {
     /// The stream's named consumers: the hooks and any outside ones.
     #[serde(default)]
     pub consumers: Vec<ConsumerView>,
+    /// The daemons sharing the database, with their last heartbeat (docs/api.md §10);
+    /// with SQLite, this daemon.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One daemon in `GET /v1/status` `nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub last_seen: String,
 }
 
 /// One instance in `GET /v1/status`.
@@ -147,6 +159,12 @@ pub struct InstanceStatus {
     /// How many of its cards have each delivery value (every value, 0 included).
     #[serde(default)]
     pub delivery: std::collections::BTreeMap<Delivery, i64>,
+    /// The node holding the instance's drain lease, null when none holds it live.
+    #[serde(default)]
+    pub drained_by: Option<String>,
+    /// The lease's epoch (grows at every take-over); 1 with SQLite.
+    #[serde(default)]
+    pub lease_epoch: Option<i64>,
 }
 
 /// `POST /v1/messages:cancel` and `:retry` answer: how many cards changed, and whether

@@ -87,13 +87,12 @@ async fn two_daemons_share_one_queue() {
     assert_eq!(sa["counts"], sb_["counts"], "{sa} / {sb_}");
 }
 
-/// The node whose session holds the instance's drain lock, if any.
+/// The node holding the instance's live drain lease, if any, as `contactq/NODE`.
 async fn drainer(pg: &TestPostgres) -> Option<String> {
     let mut conn = PgConnection::connect(&pg.url).await.unwrap();
     let name: Option<String> = sqlx::query_scalar(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
-           AND a.application_name LIKE 'contactq/%' LIMIT 1",
+        "SELECT 'contactq/' || node FROM leases
+         WHERE instance = 'main' AND expires_at > clock_timestamp()",
     )
     .fetch_optional(&mut conn)
     .await
@@ -128,7 +127,7 @@ async fn a_killed_drainer_is_taken_over_and_nothing_is_sent_twice() {
             async move { sb.received(ID_INSTANCE).len() > before }
         })
         .await;
-        // Kill the drainer (the daemon whose session holds the instance's lock).
+        // Kill the drainer (the daemon holding the instance's lease).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut holder = drainer(&pg).await;
         while holder.is_none() {

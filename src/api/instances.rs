@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock::{format_ms, now_ms};
 use crate::lines::{quiet_text, LineStatus};
-use crate::protocol::{FlushState, Health, InstanceStatus, PauseState, StatusView};
+use crate::protocol::{FlushState, Health, InstanceStatus, NodeStatus, PauseState, StatusView};
 use crate::state::{Delivery, MessageState};
 
 pub async fn pause(
@@ -64,6 +64,8 @@ pub async fn flush(
     // is gone answers 503 rather than promise a drain.
     state.store.verify_files()?;
     line.request_flush();
+    // On a shared database the drainer may be another daemon: tell it.
+    state.store.forward_flush(&name).await?;
     tracing::info!(instance = %name, "flush asked");
     Ok(Json(FlushState {
         instance: name,
@@ -82,6 +84,10 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
             (Some(quiet), Some(until)) => Some(quiet_text(&quiet.to_string(), until)),
             _ => None,
         };
+        let lease = state
+            .store
+            .lease_view(name, &state.settings.daemon.node)
+            .await?;
         let held = if persisted.paused {
             Some("paused".to_string())
         } else {
@@ -118,15 +124,28 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
                 .into_iter()
                 .map(|d| (d, counts.get(&format!("delivery:{d}"))))
                 .collect(),
+            drained_by: lease.drained_by,
+            lease_epoch: lease.epoch,
         });
     }
     let (stream, consumers) = super::consumers::all(&state).await?;
+    let nodes = state
+        .store
+        .nodes(&state.settings.daemon.node)
+        .await?
+        .into_iter()
+        .map(|n| NodeStatus {
+            name: n.name,
+            last_seen: format_ms(n.last_seen_ms),
+        })
+        .collect();
     Ok(Json(StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
         stream: Some(stream),
         consumers,
+        nodes,
     }))
 }
 

@@ -44,6 +44,16 @@ pub fn status(
         humanize_secs(view.uptime_seconds)
     );
     writeln!(out, "{}", truncate(&header, width))?;
+    // Several daemons on one database (docs/api.md §10): who is there.
+    if view.nodes.len() > 1 {
+        let nodes: Vec<String> = view
+            .nodes
+            .iter()
+            .map(|n| format!("{} ({})", n.name, seen(&n.last_seen, now)))
+            .collect();
+        let line = format!("nodes: {}", nodes.join(", "));
+        writeln!(out, "{}", truncate(&line, width))?;
+    }
     if view.instances.is_empty() {
         return writeln!(out, "no instances configured");
     }
@@ -149,6 +159,14 @@ fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
     if !delivery.is_empty() {
         lines.push(format!("delivery: {}", delivery.join(", ")));
     }
+    // A take-over happened (epoch > 1), or the lease lapsed and no daemon holds it.
+    match (&i.drained_by, i.lease_epoch) {
+        (Some(node), Some(epoch)) if epoch > 1 => {
+            lines.push(format!("drained by {node}, lease epoch {epoch}"))
+        }
+        (None, Some(epoch)) => lines.push(format!("drained by no daemon (lease epoch {epoch})")),
+        _ => {}
+    }
     lines.extend(held);
     lines.extend(
         i.last_error
@@ -160,6 +178,17 @@ fn instance_details(i: &InstanceStatus, width: usize) -> Vec<String> {
         .into_iter()
         .map(|line| format!("{INDENT}{}", truncate(&line, room)))
         .collect()
+}
+
+/// How long ago a node was seen, from its RFC 3339 `lastSeen`.
+fn seen(last_seen: &str, now: DateTime<Utc>) -> String {
+    match DateTime::parse_from_rfc3339(last_seen) {
+        Ok(at) => {
+            let secs = (now - at.with_timezone(&Utc)).num_milliseconds().max(0) as f64 / 1000.0;
+            format!("seen {} ago", humanize_secs(secs))
+        }
+        Err(_) => last_seen.to_string(),
+    }
 }
 
 /// `contactq list`: one row per message, then how to get the next page.

@@ -286,3 +286,46 @@ fn the_documented_status_example_is_what_status_draws() {
     let example = &doc[start..start + doc[start..].find("```").unwrap()];
     assert_eq!(example, drawn, "docs/operations.md differs from:\n{drawn}");
 }
+
+#[test]
+fn status_shows_the_nodes_and_who_drains_after_a_take_over_within_80_columns() {
+    let view: StatusView = serde_json::from_value(json!({
+        "version":"0.1.0", "uptimeSeconds":5.0, "instances":[
+            {"name":"main","authorization":"authorized","queued":0,"sending":0,"sent":1,"failed":0,
+             "expired":0,"cancelled":0,"oldestQueuedAgeSeconds":null,"sendDelayMs":5000,
+             "nextSendAt":null,"paused":false,"lastError":null,
+             "drainedBy":"app-2.example.internal","leaseEpoch":7},
+            {"name":"other","authorization":"authorized","queued":0,"sending":0,"sent":0,"failed":0,
+             "expired":0,"cancelled":0,"oldestQueuedAgeSeconds":null,"sendDelayMs":5000,
+             "nextSendAt":null,"paused":false,"lastError":null,
+             "drainedBy":null,"leaseEpoch":3},
+            {"name":"third","authorization":"authorized","queued":0,"sending":0,"sent":0,"failed":0,
+             "expired":0,"cancelled":0,"oldestQueuedAgeSeconds":null,"sendDelayMs":5000,
+             "nextSendAt":null,"paused":false,"lastError":null,
+             "drainedBy":"app-1","leaseEpoch":1}
+        ],
+        "nodes":[
+            {"name":"app-1.example.internal","lastSeen":"2026-11-24T10:00:57Z"},
+            {"name":"app-2.example.internal","lastSeen":"2026-11-24T10:00:59Z"},
+            {"name":"app-3.example.internal","lastSeen":"2026-11-24T09:00:00Z"}
+        ]
+    }))
+    .unwrap();
+    let text = draw(|out| status(out, &view, false, now(), 80));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("nodes: app-1.example.internal (seen "),
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
+    assert!(
+        text.contains("\n  drained by app-2.example.internal, lease epoch 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  drained by no daemon (lease epoch 3)\n"),
+        "{text}"
+    );
+    // The first holder of a lease is not worth a line.
+    assert!(!text.contains("app-1, lease epoch"), "{text}");
+}

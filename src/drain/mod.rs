@@ -64,6 +64,11 @@ const STATE_CALL_GAP_MS: i64 = 1100;
 const SHARED_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Cards read from the head of the line at a time.
 const HEAD_BATCH: i64 = 32;
+/// On a shared database: a drainer that has had only 401/403 or connection failures
+/// from its instance this long gives its lease up (another daemon's key or network
+/// may do better) and keeps off it for [`KEEP_OFF`].
+const REFUSED_FOR: Duration = Duration::from_secs(120);
+const KEEP_OFF: Duration = Duration::from_secs(300);
 
 /// The `send_delay` limiter, reading the drain's monotonic clock.
 type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
@@ -145,9 +150,13 @@ pub struct Drain {
     next_due: Option<Option<i64>>,
     /// The instance's quiet hours.
     quiet: Option<crate::quiet::QuietHours>,
-    /// Whether this daemon drained the instance at the last turn (always, on SQLite;
-    /// on a shared database only while it holds the instance: [`Store::try_lead`]).
-    leading: bool,
+    /// The lease epoch at which this daemon drained the instance at the last turn
+    /// (always 1 on SQLite; on a shared database only while it holds the instance's
+    /// lease: [`Store::try_lead`]).
+    leading: Option<i64>,
+    /// Monotonic ms since when the API has answered nothing but 401/403 or connection
+    /// failures (None: it answered otherwise since); see [`REFUSED_FOR`].
+    refused_since: Option<i64>,
     /// The cards whose delivery is followed.
     follower: delivery::Follower,
     /// The one `lastOutgoingMessages` gate (delivery and reconcile share it).
@@ -189,7 +198,8 @@ impl Drain {
             next_send: None,
             next_due: None,
             quiet: instance.quiet_hours.clone(),
-            leading: false,
+            leading: None,
+            refused_since: None,
             follower: delivery::Follower::default(),
             journal_gate: delivery::JournalGate::default(),
         }
@@ -255,20 +265,54 @@ impl Drain {
         tracing::info!(instance = %self.name, "drain stopped");
     }
 
-    /// Whether this daemon drains the instance now. On taking it over, everything kept
-    /// of the database is read afresh: a card another daemon left `sending` is
-    /// reconciled first, and pacing starts from the persisted last send.
+    /// Whether this daemon drains the instance now. On taking it over (a new epoch,
+    /// also when it takes back a lease it let lapse), everything kept of the database
+    /// is read afresh: a card another daemon left `sending` is reconciled first, and
+    /// pacing starts from the persisted last send.
     async fn lead(&mut self) -> bool {
         let leading = self.store.try_lead(&self.name).await;
-        if leading && !self.leading {
-            self.forget();
-            self.next_send = None;
-        } else if !leading && self.leading {
-            tracing::warn!(instance = %self.name, "another daemon drains this instance now");
-            self.head.clear();
+        match (leading, self.leading) {
+            (Some(now), before) if before != Some(now) => {
+                self.record_pending().await;
+                self.forget();
+                self.next_send = None;
+            }
+            (None, Some(_)) => {
+                tracing::warn!(instance = %self.name, "another daemon drains this instance now");
+                self.record_pending().await;
+                self.head.clear();
+            }
+            _ => {}
         }
         self.leading = leading;
-        leading
+        leading.is_some()
+    }
+
+    /// A held-back outcome is written when the lease changes hands: an outcome is
+    /// recorded whoever holds the lease (docs/api.md §10). If it cannot be, the card
+    /// stays `sending` and the holder reconciles it.
+    async fn record_pending(&mut self) {
+        if let Err(error) = self.flush().await {
+            tracing::warn!(instance = %self.name, %error, "could not record the last outcome");
+        }
+    }
+
+    /// On a shared database: gives the lease up after [`REFUSED_FOR`] of nothing but
+    /// refusals (401/403) or connection failures from the API.
+    async fn refused_by_api(&mut self, refused: bool) {
+        if !refused {
+            self.refused_since = None;
+            return;
+        }
+        let now = self.clock.mono_ms();
+        let since = *self.refused_since.get_or_insert(now);
+        if self.store.is_shared() && now - since >= duration_ms(REFUSED_FOR) {
+            tracing::warn!(instance = %self.name, "only refusals or connection failures from the API for 2 minutes; giving the drain lease to another daemon for 5 minutes");
+            self.store
+                .give_up_lead(&self.name, duration_ms(KEEP_OFF))
+                .await;
+            self.refused_since = None;
+        }
     }
 
     /// One unit of work.
@@ -493,6 +537,14 @@ impl Drain {
         let wall = self.clock.wall_ms();
         let started = Instant::now();
         let answer = self.api.state().await;
+        let refused = matches!(
+            answer,
+            Err(StateError::Refused {
+                status: 401 | 403,
+                ..
+            }) | Err(StateError::Other(_))
+        );
+        self.refused_by_api(refused).await;
         let status = match &answer {
             Ok(_) => "200".to_string(),
             Err(StateError::Refused { status, .. }) => status.to_string(),
@@ -615,8 +667,25 @@ impl Drain {
         }
         let next = self.clock.wall_ms().saturating_add(delay);
         self.line.update(|s| s.next_send_at = Some(next));
+        // The holder writes no request past its own deadline (a process frozen between
+        // the claim and here wakes up past it): the card stays `sending`, and whoever
+        // holds the lease next (this daemon, at a new epoch) reconciles it first.
+        if !self.store.may_send(&self.name) {
+            tracing::warn!(instance = %self.name, "the drain lease's own deadline passed before the request; not sending");
+            self.forget();
+            return Ok(Outcome::Progress);
+        }
         let started = Instant::now();
         let outcome = self.api.send_contact(&row.body).await;
+        let refused = matches!(
+            outcome,
+            SendOutcome::NotAuthorized {
+                status: 401 | 403,
+                ..
+            } | SendOutcome::RetryLater { status: None, .. }
+                | SendOutcome::Uncertain { status: None, .. }
+        );
+        self.refused_by_api(refused).await;
         let elapsed = started.elapsed();
         let status = outcome_status(&outcome);
         crate::metrics::upstream_request(&self.name, "sendContact", &status, elapsed);

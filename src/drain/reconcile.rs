@@ -20,9 +20,11 @@
 //! API's queue listing is known to leave out its first message, and a card leaves it
 //! for the journal once per that delay), and not before the attempt's start +
 //! `reconcile_lag` (the journal lists a send up to 2 minutes late) + that delay + the
-//! card's `typingTime`. Each journal method is called at most once per second (the
-//! API's limit; `lastOutgoingMessages` through the gate the drain shares with
-//! delivery); `getSettings` is asked on each authorization.
+//! card's `typingTime` (+ `lease` + `request_timeout` on a shared database, where the
+//! attempt may be a frozen daemon's that could still write its request until its
+//! lease ran out). Each journal method is called at most once per second (the API's
+//! limit; `lastOutgoingMessages` through the gate the drain shares with delivery);
+//! `getSettings` is asked on each authorization.
 
 use std::time::Duration;
 
@@ -232,8 +234,14 @@ impl Drain {
             }
         }
         let looks = looks.missed_at(now);
+        // On a shared database the attempt may be another daemon's, which may still
+        // write its request until its lease ran out (and then take request_timeout).
+        let lease_wait = self.store.lease_ms().map_or(0, |lease| {
+            lease.saturating_add(duration_ms(self.queue.request_timeout))
+        });
         let not_before = card
             .attempt_started_at
+            .saturating_add(lease_wait)
             .saturating_add(duration_ms(self.queue.reconcile_lag))
             .saturating_add(api_delay)
             .saturating_add(looks.typing_ms);

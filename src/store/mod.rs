@@ -36,8 +36,8 @@ pub use backup::{restore, verify_copy, RestoreReport};
 pub use error::{Cause, StoreError};
 pub use model::{
     BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
-    EventRow, FollowedCard, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord,
-    StreamEnds, StreamEvent, UncertainCard,
+    EventRow, FollowedCard, InstanceCounts, InstanceRow, LeaseView, ListFilter, MessageRow,
+    NodeSeen, SendOutcomeRecord, StreamEnds, StreamEvent, UncertainCard,
 };
 pub use postgres::hot_queries as pg_hot_queries;
 pub use postgres::record::{Record, RecordedInstance};
@@ -58,6 +58,10 @@ pub struct StoreOptions {
     pub max_page_count: Option<u64>,
     /// Read-only connections.
     pub readers: u32,
+    /// `daemon.lease`: how long a drain lease on a shared database lasts unrenewed.
+    pub lease: std::time::Duration,
+    /// The clock the lease's own deadline is measured on (its boot clock).
+    pub clock: crate::clock::SharedClock,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +69,8 @@ impl Default for StoreOptions {
         Self {
             max_page_count: None,
             readers: 4,
+            lease: std::time::Duration::from_secs(10),
+            clock: crate::clock::system(),
         }
     }
 }
@@ -114,7 +120,7 @@ impl Store {
                 let connect = target.connect_options().map_err(|e| {
                     StoreError::Refused(format!("daemon.database {}: {e}", target.redacted()))
                 })?;
-                let pg = PgStore::open(connect, node, options.readers).await?;
+                let pg = PgStore::open(connect, node, &options).await?;
                 Ok(Store {
                     backend: Backend::Postgres(pg),
                 })
@@ -138,13 +144,79 @@ impl Store {
         }
     }
 
-    /// Whether this daemon drains `instance` now: always with SQLite (one daemon per
-    /// file); with PostgreSQL only while it holds the instance's lock, so two daemons
-    /// never drain one instance at once.
-    pub async fn try_lead(&self, instance: &str) -> bool {
+    /// The lease epoch at which this daemon drains `instance` now, or None: always 1
+    /// with SQLite (one daemon per file); with PostgreSQL only while it holds the
+    /// instance's lease (docs/api.md §10), so two daemons never drain one instance at
+    /// once. A new epoch means another may have drained it meanwhile.
+    pub async fn try_lead(&self, instance: &str) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => Some(1),
+            Backend::Postgres(b) => b.try_lead(instance).await,
+        }
+    }
+
+    /// Whether the drain may write a request to the API for `instance` now: with
+    /// PostgreSQL, only before the lease holder's own deadline.
+    pub fn may_send(&self, instance: &str) -> bool {
         match &self.backend {
             Backend::Sqlite(_) => true,
-            Backend::Postgres(b) => b.try_lead(instance).await,
+            Backend::Postgres(b) => b.may_send(instance),
+        }
+    }
+
+    /// `daemon.lease` in ms on a shared database (None with SQLite).
+    pub fn lease_ms(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.lease_ms()),
+        }
+    }
+
+    /// Gives up draining `instance` for `off_ms` (its API refuses this daemon): with
+    /// PostgreSQL another daemon may take it; nothing to do with SQLite.
+    pub async fn give_up_lead(&self, instance: &str, off_ms: i64) {
+        if let Backend::Postgres(b) = &self.backend {
+            b.give_up_lead(instance, off_ms).await
+        }
+    }
+
+    /// Who drains `instance` (status `drainedBy`, `leaseEpoch`): with SQLite, this
+    /// daemon's `node` at epoch 1.
+    pub async fn lease_view(&self, instance: &str, node: &str) -> Result<LeaseView, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(LeaseView {
+                drained_by: Some(node.to_string()),
+                epoch: Some(1),
+            }),
+            Backend::Postgres(b) => b.lease_view(instance).await,
+        }
+    }
+
+    /// Forwards a flush given to this daemon to whichever daemon drains `instance`
+    /// (PostgreSQL NOTIFY); nothing to forward with SQLite.
+    pub async fn forward_flush(&self, instance: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(b) => b.notify_flush(instance).await,
+        }
+    }
+
+    /// Calls `flush(instance)` for every flush another daemon forwards (a task of its
+    /// own, for the daemon's life); nothing with SQLite.
+    pub fn on_forwarded_flush(&self, flush: impl Fn(&str) + Send + 'static) {
+        if let Backend::Postgres(b) = &self.backend {
+            b.listen_flushes(flush)
+        }
+    }
+
+    /// The daemons sharing the database (status `nodes`): with SQLite, this one, now.
+    pub async fn nodes(&self, node: &str) -> Result<Vec<NodeSeen>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(vec![NodeSeen {
+                name: node.to_string(),
+                last_seen_ms: now_ms(),
+            }]),
+            Backend::Postgres(b) => b.nodes().await,
         }
     }
 

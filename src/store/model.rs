@@ -304,3 +304,18 @@ pub(super) fn body_hash(cards: &[Card], not_before: Option<i64>) -> String {
     }
     format!("{:x}", hasher.finalize())
 }
+
+/// Who drains an instance (docs/api.md §10): the node holding its lease, None when no
+/// lease is live; the lease's epoch, None when it never had one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseView {
+    pub drained_by: Option<String>,
+    pub epoch: Option<i64>,
+}
+
+/// A daemon sharing the database and its last heartbeat (Unix ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSeen {
+    pub name: String,
+    pub last_seen_ms: i64,
+}

@@ -13,6 +13,7 @@ pub(super) async fn open(dir: &tempfile::TempDir, max_page_count: Option<u64>) -
         StoreOptions {
             max_page_count,
             readers: 3,
+            ..StoreOptions::default()
         },
     )
     .await

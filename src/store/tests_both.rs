@@ -37,17 +37,28 @@ macro_rules! both {
 
 pub(super) use both;
 
-/// A PostgreSQL store on the test's own database.
+/// A PostgreSQL store on the test's own database, holding the drain leases of the
+/// instances the tests drain ("main", "other"), as a daemon's drain would.
 pub(super) async fn pg_store(db: &TestDatabase) -> Store {
     let target =
         crate::config::PostgresTarget::parse("test", &db.url, None).expect("a test database URL");
-    Store::open_database(
+    let store = Store::open_database(
         &crate::config::Database::Postgres(target),
         "test",
-        StoreOptions::default(),
+        StoreOptions {
+            lease: Duration::from_secs(600),
+            ..StoreOptions::default()
+        },
     )
     .await
-    .expect("the PostgreSQL store opens")
+    .expect("the PostgreSQL store opens");
+    // The drain's writes need the lease: the first store on a database takes it (a
+    // second one, or the same database reopened while the lease runs, may not; a test
+    // that needs it then fails on the claim with a Conflict naming the lease).
+    for instance in ["main", "other"] {
+        let _ = store.try_lead(instance).await;
+    }
+    store
 }
 
 both!(

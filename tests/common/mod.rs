@@ -163,6 +163,12 @@ impl TestDaemon {
             None => database.display().to_string(),
         };
         let config_path = dir.path().join("contactq.toml");
+        // On PostgreSQL a short drain lease, so a killed drainer is replaced quickly.
+        let extra = if postgres.is_some() && !config.daemon_extra.contains("lease =") {
+            format!("{}\nlease = \"3s\"", config.daemon_extra)
+        } else {
+            config.daemon_extra.clone()
+        };
         let mut text = format!(
             "[daemon]\nsocket = {socket:?}\ndatabase = {database_key:?}\n{extra}\n\
              [queue]\nmax_age = {max_age:?}\nstate_poll = {poll:?}\nretry_initial = {ri:?}\n\
@@ -170,7 +176,7 @@ impl TestDaemon {
              keep_done = {keep:?}\nrequest_timeout = {timeout:?}\n{queue_extra}\n\n\
              [instances.main]\napi_url = {url:?}\nid_instance = {ID_INSTANCE:?}\n\
              api_token = {TOKEN:?}\nsend_delay = {delay:?}\n{instance_extra}\n",
-            extra = config.daemon_extra,
+            extra = extra,
             instance_extra = config.instance_extra,
             queue_extra = config.queue_extra,
             max_age = config.max_age,

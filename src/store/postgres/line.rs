@@ -12,6 +12,7 @@
 use sqlx::PgConnection;
 
 use super::events;
+use super::lease::HeldBy;
 use super::stream::Buffer;
 use crate::event::EventKind;
 use crate::store::model::SendOutcomeRecord;
@@ -40,9 +41,16 @@ pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message =
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = $2,
     ended_at = $3 WHERE id = $1 AND state = 'sending' RETURNING instance";
 
-/// Outcome: back to `queued`, keeping its place ($1 id, $2 error).
-pub const OUTCOME_REQUEUE: &str = "UPDATE messages SET state = 'queued', last_error = $2
-    WHERE id = $1 AND state = 'sending'";
+/// Outcome: back to `queued`, keeping its place ($1 id, $2 error), only while its
+/// instance's lease is holder $3's at the epoch this daemon holds it and unexpired
+/// ($4 instances, $5 their epochs): a re-queued card is sent again, so only the drainer
+/// may re-queue (docs/api.md §10). Otherwise the card stays `sending` for the holder to
+/// reconcile.
+pub const OUTCOME_REQUEUE: &str = "UPDATE messages m SET state = 'queued', last_error = $2
+    WHERE m.id = $1 AND m.state = 'sending'
+    AND EXISTS (SELECT 1 FROM leases l WHERE l.instance = m.instance
+        AND l.holder = $3 AND l.expires_at > clock_timestamp()
+        AND (l.instance, l.epoch) IN (SELECT * FROM UNNEST($4::text[], $5::bigint[])))";
 
 /// Outcome: still uncertain ($1 id, $2 error).
 pub const OUTCOME_UNCERTAIN: &str =
@@ -83,13 +91,17 @@ pub(super) async fn claim(
 }
 
 /// Records an attempt's outcome: the state change (only from `sending`), its history
-/// line and, for `sent` and `failed`, its event in the stream.
+/// line and, for `sent` and `failed`, its event in the stream. A `sent` answer is
+/// recorded whoever holds the lease; one that comes after the card left `sending`
+/// (another daemon reconciled it meanwhile) is kept in its history as a `late answer`.
+/// A re-queue needs the lease (`held`); without it nothing is written.
 pub(super) async fn outcome(
     tx: &mut PgConnection,
     stream: &mut Buffer,
     id: &str,
     outcome: &SendOutcomeRecord,
     now: i64,
+    held: &HeldBy,
 ) -> sqlx::Result<()> {
     let (event, status, detail) = match outcome {
         SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
@@ -99,10 +111,15 @@ pub(super) async fn outcome(
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some(instance) = changed {
-                stream.add(now, id, &instance, EventKind::Sent);
-            }
+            let changed = match changed {
+                Some(instance) => {
+                    stream.add(now, id, &instance, EventKind::Sent);
+                    1
+                }
+                None => 0,
+            };
             let event = match outcome {
+                _ if changed == 0 => "late answer",
                 SendOutcomeRecord::Sent { .. } => "sent",
                 _ => "reconciled",
             };
@@ -121,11 +138,19 @@ pub(super) async fn outcome(
             ("failed", *http_status, error.as_str())
         }
         SendOutcomeRecord::Requeue { error, http_status } => {
-            sqlx::query(OUTCOME_REQUEUE)
+            let changed = sqlx::query(OUTCOME_REQUEUE)
                 .bind(id)
                 .bind(error)
+                .bind(&held.holder)
+                .bind(&held.instances)
+                .bind(&held.epochs)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                tracing::warn!(message_id = id, "not re-queued: the drain lease is not this daemon's (the holder reconciles it)");
+                return Ok(());
+            }
             ("requeued", *http_status, error.as_str())
         }
         SendOutcomeRecord::Uncertain { error, http_status } => {

@@ -50,9 +50,11 @@ pub use error::classify;
 use super::error::{Cause, StoreError};
 use super::model::{
     BulkAction, BulkFilter, BulkOutcome, ChatHold, ConsumerRow, EnqueueOutcome, EnqueueRequest,
-    EventRow, FollowedCard, InstanceCounts, InstanceRow, ListFilter, MessageRow, SendOutcomeRecord,
-    StreamEnds, StreamEvent, UncertainCard,
+    EventRow, FollowedCard, InstanceCounts, InstanceRow, LeaseView, ListFilter, MessageRow,
+    NodeSeen, SendOutcomeRecord, StreamEnds, StreamEvent, UncertainCard,
 };
+use super::StoreOptions;
+use crate::clock::duration_ms;
 use crate::state::Delivery;
 
 /// How often a transaction that met a deadlock or serialization failure is tried.
@@ -189,19 +191,25 @@ impl PgStore {
     pub async fn open(
         connect: PgConnectOptions,
         node: &str,
-        readers: u32,
+        options: &StoreOptions,
     ) -> Result<PgStore, StoreError> {
         let connect = named(connect, node);
-        let connections = readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
+        let connections = options.readers.max(1) + POOL_CONNECTIONS + writer::WRITERS as u32;
         let pool = connect_and_migrate(connect.clone(), node, connections).await?;
         let last = stream::counter(&pool).await?;
         let committed = Committed(Arc::new(watch::channel(last).0));
         watch_counter(pool.clone(), Arc::downgrade(&committed.0));
         let writer = writer::spawn(pool.clone(), committed.clone());
+        let leases = lease::Leases::new(
+            pool.clone(),
+            node,
+            duration_ms(options.lease),
+            options.clock.clone(),
+        );
         Ok(PgStore {
             pool,
             writer,
-            leases: Arc::new(lease::Leases::new(connect.clone())),
+            leases: Arc::new(leases),
             hooks: Arc::new(hook_locks::HookLocks::new(connect)),
             committed,
         })
@@ -218,14 +226,64 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    /// Whether this daemon drains `instance` now (see [`lease`]).
-    pub async fn try_lead(&self, instance: &str) -> bool {
+    /// The epoch at which this daemon drains `instance` now (see [`lease`]).
+    pub async fn try_lead(&self, instance: &str) -> Option<i64> {
         self.leases.try_lead(instance).await
     }
 
     /// Whether this daemon runs hook `name` now (see [`hook_locks`]).
     pub async fn try_run_hook(&self, name: &str) -> bool {
         self.hooks.try_hold(name).await
+    }
+
+    /// Whether a request may go out for `instance`: its lease is held and the holder's
+    /// own deadline has not passed.
+    pub fn may_send(&self, instance: &str) -> bool {
+        self.leases.token(instance).is_some()
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.leases.lease_ms()
+    }
+
+    pub async fn give_up_lead(&self, instance: &str, off_ms: i64) {
+        self.leases.give_up(instance, off_ms).await
+    }
+
+    pub async fn lease_view(&self, instance: &str) -> Result<LeaseView, StoreError> {
+        lease::view(&self.pool, instance).await
+    }
+
+    pub async fn notify_flush(&self, instance: &str) -> Result<(), StoreError> {
+        lease::notify_flush(&self.pool, instance).await
+    }
+
+    pub fn listen_flushes(&self, flush: impl Fn(&str) + Send + 'static) {
+        tokio::spawn(lease::listen_flushes(self.pool.clone(), flush));
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeSeen>, StoreError> {
+        lease::nodes(&self.pool).await
+    }
+
+    /// Conflict unless `instance`'s lease is still this daemon's at the epoch it holds
+    /// and unexpired, checked inside the caller's transaction `tx`.
+    async fn check_lease(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        let held = match self.leases.token(instance) {
+            Some(epoch) => lease::check(tx, instance, self.leases.holder(), epoch).await?,
+            None => false,
+        };
+        if held {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "the drain lease is not this daemon's".into(),
+            ))
+        }
     }
 
     /// Checks the daemon's `[instances]` against the database's record (writing it if
@@ -249,7 +307,12 @@ impl PgStore {
     ) -> Result<i64, StoreError> {
         transaction!(self, |tx, ev| async {
             if let Some((done, outcome, at)) = finished {
-                line::outcome(tx, ev, done, outcome, at).await?;
+                line::outcome(tx, ev, done, outcome, at, &self.leases.held_by()).await?;
+            }
+            // The outcome is recorded whoever holds the lease; the claim (and the
+            // pacing time it writes) only under it.
+            if self.check_lease(tx, instance).await.is_err() {
+                return Ok(None);
             }
             Ok::<_, StoreError>(line::claim(tx, id, instance, now).await?)
         }
@@ -263,9 +326,12 @@ impl PgStore {
         outcome: &SendOutcomeRecord,
         now: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self, |tx, ev| line::outcome(tx, ev, id, outcome, now)
-            .await
-            .map_err(StoreError::from))
+        let held = self.leases.held_by();
+        transaction!(self, |tx, ev| line::outcome(
+            tx, ev, id, outcome, now, &held
+        )
+        .await
+        .map_err(StoreError::from))
     }
 
     pub async fn cancel(&self, id: &str, now: i64) -> Result<MessageRow, StoreError> {
@@ -294,9 +360,16 @@ impl PgStore {
         until: Option<i64>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        transaction!(self, |tx, _ev| changes::set_hold(tx, name, until, reason)
-            .await
-            .map_err(StoreError::from))
+        transaction!(self, |tx, _ev| async {
+            // Releasing the line's hold lets it send: only under the lease.
+            if until.is_none() {
+                self.check_lease(tx, name).await?;
+            }
+            changes::set_hold(tx, name, until, reason)
+                .await
+                .map_err(StoreError::from)
+        }
+        .await)
     }
 
     pub async fn set_chat_hold(
@@ -319,11 +392,13 @@ impl PgStore {
         chat_id: &str,
         until: i64,
     ) -> Result<(), StoreError> {
-        transaction!(self, |tx, _ev| changes::end_chat_hold(
-            tx, name, chat_id, until
-        )
-        .await
-        .map_err(StoreError::from))
+        transaction!(self, |tx, _ev| async {
+            self.check_lease(tx, name).await?;
+            changes::end_chat_hold(tx, name, chat_id, until)
+                .await
+                .map_err(StoreError::from)
+        }
+        .await)
     }
 
     pub async fn expire_due(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
@@ -514,11 +589,13 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("next to send, chats held", reads::HEAD_ROWS_SKIPPING),
         ("card in flight", reads::IN_FLIGHT),
         ("claim: lock the line", line::LOCK_LINE),
+        ("claim: the lease", lease::CHECK),
         ("claim", line::CLAIM),
         ("claim: last send time", line::LAST_SEND),
         ("outcome: sent", line::OUTCOME_SENT),
         ("outcome: failed", line::OUTCOME_FAILED),
         ("outcome: requeue", line::OUTCOME_REQUEUE),
+        ("lease: take or renew", lease::TAKE),
         ("outcome: uncertain", line::OUTCOME_UNCERTAIN),
         ("reconcile: idMessage taken", reads::ID_MESSAGE_TAKEN),
         ("cancel", changes::CANCEL),
