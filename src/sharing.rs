@@ -64,15 +64,18 @@ pub async fn migrate_store(from: &Path, to: &str) -> Result<String, DaemonError>
     })?;
     let report = crate::store::migrate::migrate(from, &target).await?;
     Ok(format!(
-        "moved {} to {}: {} cards, {} history lines, {} idempotency keys, {} lines, {} chat holds; \
-         the SQLite file is marked as moved (set daemon.database to the new home)",
+        "moved {} to {}: {} cards, {} history lines, {} idempotency keys, {} lines, {} chat holds, \
+         {} stream events, {} consumers; the SQLite file is marked as moved (set \
+         daemon.database to the new home)",
         from.display(),
         target.redacted(),
         report.cards,
         report.events,
         report.keys,
         report.instances,
-        report.chat_holds
+        report.chat_holds,
+        report.stream,
+        report.consumers
     ))
 }
 

@@ -237,7 +237,8 @@ async fn a_daemon_configured_otherwise_is_refused_until_adopt_config() {
 /// `migrate-store` copies a SQLite queue (sent, failed, queued and cancelled cards,
 /// their history, an idempotency key, a paused line) into an empty PostgreSQL
 /// database with counts checked; the SQLite file then refuses a daemon (exit 78,
-/// naming the new home), and a daemon on PostgreSQL serves and drains the same cards.
+/// naming the new home), and a daemon on PostgreSQL serves and drains the same cards,
+/// with the same event stream, delivery values and cards not yet due.
 /// A non-empty target and a source a daemon holds are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_store_moves_a_sqlite_queue_into_postgres() {
@@ -263,8 +264,24 @@ async fn migrate_store_moves_a_sqlite_queue_into_postgres() {
         .request(ApiRequest::delete(format!("/v1/messages/{cancelled}")))
         .await;
     assert_eq!(status, 200);
+    // A card due in an hour: it stays scheduled, with its notBefore, in the new home.
+    let later = {
+        let at = chrono::Utc::now() + chrono::Duration::hours(1);
+        let body = card(4).to_string().into_bytes();
+        let path = format!(
+            "/v1/instances/main/sendContact?notBefore={}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let (status, answer) = old.request(ApiRequest::post(path, Some(body))).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().unwrap().to_string()
+    };
     let before = old.all_messages().await;
     let history = old.message(&sent).await["history"].clone();
+    let delivery = old.message(&sent).await["delivery"].clone();
+    let later_view = old.message(&later).await;
+    let events_before = events_of(&old).await;
+    assert!(events_before.len() >= 6, "{events_before:?}");
 
     let migrate = |from: &std::path::Path| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_contactq"));
@@ -290,7 +307,7 @@ async fn migrate_store_moves_a_sqlite_queue_into_postgres() {
         "{said}{}",
         String::from_utf8_lossy(&moved.stderr)
     );
-    assert!(said.contains("3 cards"), "{said}");
+    assert!(said.contains("4 cards"), "{said}");
 
     let refused = run(old.daemon_command().arg("daemon"));
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -309,6 +326,16 @@ async fn migrate_store_moves_a_sqlite_queue_into_postgres() {
     };
     assert_eq!(strip(&after), strip(&before));
     assert_eq!(new.message(&sent).await["history"], history);
+    assert_eq!(new.message(&sent).await["delivery"], delivery);
+    // The stream keeps its numbers (consumers' cursors still point where they did).
+    assert_eq!(events_of(&new).await, events_before);
+    let later_now = new.message(&later).await;
+    assert_eq!(
+        later_now["notBefore"], later_view["notBefore"],
+        "{later_now}"
+    );
+    assert_eq!(later_now["state"], "queued");
+    assert_eq!(new.status().await["scheduled"], 1);
     assert_eq!(new.status().await["paused"], true);
     // The key still answers its card.
     let body = card(2).to_string().into_bytes();
@@ -454,4 +481,26 @@ async fn events_written_through_daemon_a_reach_daemon_b_follow_stream_gap_free()
         started.elapsed()
     );
     follower.abort();
+}
+
+/// Every event of the stream, as `(seq, event, id)`.
+async fn events_of(d: &TestDaemon) -> Vec<(i64, String, String)> {
+    let r = d
+        .client()
+        .send(ApiRequest::get("/v1/events?after=0"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["event"].as_str().unwrap().to_string(),
+                e["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }

@@ -29,7 +29,8 @@ pub const MOVED_TO: &str = "SELECT home FROM moved LIMIT 1";
 
 const SOURCE_MESSAGES: &str = "SELECT seq, id, instance, state, line_seq, chat_id, phone, body,
     idempotency_key, peer_uid, enqueued_at, expires_at, attempts, attempt_started_at,
-    last_error, id_message, sent_at, ended_at, requeued_at
+    last_error, id_message, sent_at, ended_at, requeued_at, not_before, due_at, delivery,
+    delivered_at, read_at
     FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 const SOURCE_EVENTS: &str = "SELECT rowid, message_seq, at, event, attempt, http_status, detail
     FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2";
@@ -38,32 +39,48 @@ const SOURCE_KEYS: &str =
 const SOURCE_INSTANCES: &str =
     "SELECT name, paused, last_send_at, hold_until, hold_reason FROM instances";
 const SOURCE_CHAT_HOLDS: &str = "SELECT instance, chat_id, until, reason FROM chat_holds";
-const SOURCE_COUNT: [(&str, &str); 5] = [
+const SOURCE_STREAM: &str = "SELECT seq, at, message_id, instance, event FROM stream
+    WHERE seq > ?1 AND seq <= (SELECT last FROM stream_counter WHERE id = 1)
+    ORDER BY seq LIMIT ?2";
+const SOURCE_STREAM_LAST: &str = "SELECT last FROM stream_counter WHERE id = 1";
+const SOURCE_CONSUMERS: &str =
+    "SELECT name, cursor, updated_at, failures, last_error, last_error_at FROM consumers";
+const SOURCE_COUNT: [(&str, &str); 7] = [
     ("messages", "SELECT COUNT(*) FROM messages"),
     ("events", "SELECT COUNT(*) FROM events"),
     ("idempotency", "SELECT COUNT(*) FROM idempotency"),
     ("instances", "SELECT COUNT(*) FROM instances"),
     ("chat_holds", "SELECT COUNT(*) FROM chat_holds"),
+    (
+        "stream",
+        "SELECT COUNT(*) FROM stream WHERE seq <= (SELECT last FROM stream_counter WHERE id = 1)",
+    ),
+    ("consumers", "SELECT COUNT(*) FROM consumers"),
 ];
-const TARGET_COUNT: [&str; 5] = [
+const TARGET_COUNT: [&str; 7] = [
     "SELECT COUNT(*) FROM messages",
     "SELECT COUNT(*) FROM events",
     "SELECT COUNT(*) FROM idempotency",
     "SELECT COUNT(*) FROM instances",
     "SELECT COUNT(*) FROM chat_holds",
+    "SELECT COUNT(*) FROM stream",
+    "SELECT COUNT(*) FROM consumers",
 ];
 /// Whether the target holds anything a daemon wrote.
 const TARGET_USED: &str = "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM events)
     + (SELECT COUNT(*) FROM idempotency) + (SELECT COUNT(*) FROM instances)
-    + (SELECT COUNT(*) FROM chat_holds) + (SELECT COUNT(*) FROM config_record)";
+    + (SELECT COUNT(*) FROM chat_holds) + (SELECT COUNT(*) FROM config_record)
+    + (SELECT COUNT(*) FROM stream) + (SELECT COUNT(*) FROM consumers)";
 
 const TARGET_MESSAGES: &str = "INSERT INTO messages (seq, id, instance, state, line_seq,
     chat_id, phone, body, idempotency_key, peer_uid, enqueued_at, expires_at, attempts,
-    attempt_started_at, last_error, id_message, sent_at, ended_at, requeued_at)
+    attempt_started_at, last_error, id_message, sent_at, ended_at, requeued_at, not_before,
+    due_at, delivery, delivered_at, read_at)
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
         $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],
         $12::bigint[], $13::integer[], $14::bigint[], $15::text[], $16::text[], $17::bigint[],
-        $18::bigint[], $19::bigint[])";
+        $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::text[],
+        $23::bigint[], $24::bigint[])";
 const TARGET_EVENTS: &str = "INSERT INTO events (n, message_seq, at, event, attempt,
     http_status, detail)
     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::integer[],
@@ -74,10 +91,21 @@ const TARGET_INSTANCE: &str = "INSERT INTO instances
     (name, paused, last_send_at, hold_until, hold_reason) VALUES ($1, $2, $3, $4, $5)";
 const TARGET_CHAT_HOLD: &str =
     "INSERT INTO chat_holds (instance, chat_id, until, reason) VALUES ($1, $2, $3, $4)";
-/// The counts table from the copied cards, and the identities and the line past them.
-const TARGET_COUNTS: &str =
-    "INSERT INTO counts (instance, state, n) SELECT instance, state, COUNT(*) FROM messages
-     GROUP BY instance, state";
+/// The counts table from the copied cards (states, the `scheduled` queued cards not yet
+/// due, the delivery values), and the identities and the line past them.
+const TARGET_COUNTS: &str = "INSERT INTO counts (instance, state, n)
+     SELECT instance, state, COUNT(*) FROM messages GROUP BY instance, state
+     UNION ALL
+     SELECT instance, 'scheduled', COUNT(*) FROM messages
+         WHERE state = 'queued' AND due_at IS NOT NULL GROUP BY instance
+     UNION ALL
+     SELECT instance, 'delivery:' || delivery, COUNT(*) FROM messages
+         WHERE delivery IS NOT NULL GROUP BY instance, delivery";
+const TARGET_STREAM: &str = "INSERT INTO stream (seq, at, message_id, instance, event)
+    SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])";
+const TARGET_STREAM_LAST: &str = "UPDATE stream_counter SET last = $1 WHERE id = 1";
+const TARGET_CONSUMER: &str = "INSERT INTO consumers
+    (name, cursor, updated_at, failures, last_error, last_error_at) VALUES ($1, $2, $3, $4, $5, $6)";
 const TARGET_SEQUENCES: &str = "SELECT
     setval(pg_get_serial_sequence('messages', 'seq'), COALESCE((SELECT MAX(seq) FROM messages), 0) + 1, false),
     setval(pg_get_serial_sequence('events', 'n'), COALESCE((SELECT MAX(n) FROM events), 0) + 1, false),
@@ -91,6 +119,9 @@ pub struct MigrateReport {
     pub keys: i64,
     pub instances: i64,
     pub chat_holds: i64,
+    /// Events of the stream (numbers kept).
+    pub stream: i64,
+    pub consumers: i64,
 }
 
 fn source_error(e: rusqlite::Error) -> StoreError {
@@ -187,6 +218,7 @@ async fn copy(
     let cards = copy_messages(source, &mut tx).await?;
     let events = copy_events(source, &mut tx).await?;
     let keys = copy_small(source, &mut tx).await?;
+    let stream = copy_stream(source, &mut tx).await?;
     sqlx::query(TARGET_COUNTS).execute(&mut *tx).await?;
     sqlx::query(TARGET_SEQUENCES).execute(&mut *tx).await?;
     for ((table, want), count) in expected.iter().zip(TARGET_COUNT) {
@@ -210,7 +242,71 @@ async fn copy(
         keys,
         instances: count("instances"),
         chat_holds: count("chat_holds"),
+        stream,
+        consumers: count("consumers"),
     })
+}
+
+/// The event stream up to its sealed counter (its numbers kept, so every consumer's
+/// cursor still points where it did), the counter itself, and the consumers.
+async fn copy_stream(source: &Connection, tx: &mut PgConnection) -> Result<i64, StoreError> {
+    let mut after = 0i64;
+    let mut total = 0;
+    let mut select = source.prepare(SOURCE_STREAM).map_err(source_error)?;
+    loop {
+        let rows: Vec<(i64, i64, String, String, String)> = select
+            .query_map(rusqlite::params![after, CHUNK], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(source_error)?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        total += rows.len() as i64;
+        sqlx::query(TARGET_STREAM)
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.4.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let last: i64 = source
+        .query_row(SOURCE_STREAM_LAST, [], |r| r.get(0))
+        .map_err(source_error)?;
+    sqlx::query(TARGET_STREAM_LAST)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+    let consumers: Vec<(String, i64, i64, i64, Option<String>, Option<i64>)> = source
+        .prepare(SOURCE_CONSUMERS)
+        .and_then(|mut st| {
+            st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect()
+        })
+        .map_err(source_error)?;
+    for (name, cursor, updated_at, failures, last_error, last_error_at) in consumers {
+        sqlx::query(TARGET_CONSUMER)
+            .bind(name)
+            .bind(cursor)
+            .bind(updated_at)
+            .bind(failures)
+            .bind(last_error)
+            .bind(last_error_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(total)
 }
 
 type SourceMessage = (
@@ -234,6 +330,13 @@ type SourceMessage = (
         Option<String>,
         Option<String>,
         Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    ),
+    (
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
         Option<i64>,
         Option<i64>,
     ),
@@ -270,6 +373,7 @@ async fn copy_messages(source: &Connection, tx: &mut PgConnection) -> Result<i64
                         r.get(17)?,
                         r.get(18)?,
                     ),
+                    (r.get(19)?, r.get(20)?, r.get(21)?, r.get(22)?, r.get(23)?),
                 ))
             })
             .and_then(|rows| rows.collect())
@@ -302,6 +406,11 @@ async fn copy_messages(source: &Connection, tx: &mut PgConnection) -> Result<i64
             .bind(column!(1, 6))
             .bind(column!(1, 7))
             .bind(column!(1, 8))
+            .bind(column!(2, 0))
+            .bind(column!(2, 1))
+            .bind(column!(2, 2))
+            .bind(column!(2, 3))
+            .bind(column!(2, 4))
             .execute(&mut *tx)
             .await?;
     }
