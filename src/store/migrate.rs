@@ -247,6 +247,11 @@ async fn copy(
     })
 }
 
+/// A stream event: seq, at, message id, instance, event.
+type SourceStreamEvent = (i64, i64, String, String, String);
+/// A consumer: name, cursor, updated_at, failures, last error and when.
+type SourceConsumer = (String, i64, i64, i64, Option<String>, Option<i64>);
+
 /// The event stream up to its sealed counter (its numbers kept, so every consumer's
 /// cursor still points where it did), the counter itself, and the consumers.
 async fn copy_stream(source: &Connection, tx: &mut PgConnection) -> Result<i64, StoreError> {
@@ -254,7 +259,7 @@ async fn copy_stream(source: &Connection, tx: &mut PgConnection) -> Result<i64, 
     let mut total = 0;
     let mut select = source.prepare(SOURCE_STREAM).map_err(source_error)?;
     loop {
-        let rows: Vec<(i64, i64, String, String, String)> = select
+        let rows: Vec<SourceStreamEvent> = select
             .query_map(rusqlite::params![after, CHUNK], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
@@ -279,7 +284,7 @@ async fn copy_stream(source: &Connection, tx: &mut PgConnection) -> Result<i64, 
         .bind(last)
         .execute(&mut *tx)
         .await?;
-    let consumers: Vec<(String, i64, i64, i64, Option<String>, Option<i64>)> = source
+    let consumers: Vec<SourceConsumer> = source
         .prepare(SOURCE_CONSUMERS)
         .and_then(|mut st| {
             st.query_map([], |r| {
