@@ -109,6 +109,10 @@ pub struct StatusView {
     pub version: String,
     pub uptime_seconds: f64,
     pub instances: Vec<InstanceStatus>,
+    /// How an acknowledged enqueue is kept: "sync", or "async" with PostgreSQL
+    /// streaming to an asynchronous standby (docs/api.md §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<String>,
     /// The event stream's ends (absent from daemons before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStatus>,

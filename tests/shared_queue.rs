@@ -76,6 +76,9 @@ async fn two_daemons_share_one_queue() {
         "sent while paused through the other daemon"
     );
     assert_eq!(a.status().await["paused"], true, "{}", a.status().await);
+    // No standby here: every acknowledged enqueue was committed on this server.
+    let (_, whole) = a.get("/v1/status").await;
+    assert_eq!(whole["durability"], "sync", "{whole}");
     let (status, _) = b.post("/v1/instances/main/resume", &json!({})).await;
     assert_eq!(status, 200);
     for id in &ids[..4] {

@@ -143,6 +143,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, A
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         instances,
+        durability: Some(state.store.durability().await?.to_string()),
         stream: Some(stream),
         consumers,
         nodes,

@@ -54,6 +54,11 @@ pub fn status(
         let line = format!("nodes: {}", nodes.join(", "));
         writeln!(out, "{}", truncate(&line, width))?;
     }
+    // Said only when it is the weaker one: a fail-over may lose the last commits.
+    if view.durability.as_deref() == Some("async") {
+        let line = "durability: async (PostgreSQL streams to an asynchronous standby)";
+        writeln!(out, "{}", truncate(line, width))?;
+    }
     if view.instances.is_empty() {
         return writeln!(out, "no instances configured");
     }

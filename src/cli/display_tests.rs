@@ -329,3 +329,20 @@ fn status_shows_the_nodes_and_who_drains_after_a_take_over_within_80_columns() {
     // The first holder of a lease is not worth a line.
     assert!(!text.contains("app-1, lease epoch"), "{text}");
 }
+
+#[test]
+fn status_says_so_when_commits_go_to_an_asynchronous_standby_and_only_then() {
+    let with = |durability: &str| -> StatusView {
+        serde_json::from_value(json!({
+            "version":"0.1.0", "uptimeSeconds":5.0, "instances":[], "durability": durability
+        }))
+        .unwrap()
+    };
+    let text = draw(|out| status(out, &with("async"), false, now(), 80));
+    assert!(
+        text.contains("\ndurability: async (PostgreSQL streams to an asynchronous standby)\n"),
+        "{text}"
+    );
+    let text = draw(|out| status(out, &with("sync"), false, now(), 80));
+    assert!(!text.contains("durability"), "{text}");
+}

@@ -209,6 +209,18 @@ impl Store {
         }
     }
 
+    /// How an acknowledged enqueue is kept (status `durability`, docs/api.md §10):
+    /// `"sync"` when the commit it waited for is on disk here (SQLite with
+    /// `synchronous=FULL`; PostgreSQL with `synchronous_commit` on and no asynchronous
+    /// standby), `"async"` when PostgreSQL streams to a standby asynchronously (a
+    /// fail-over to it may lose the last commits).
+    pub async fn durability(&self) -> Result<&'static str, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok("sync"),
+            Backend::Postgres(b) => b.durability().await,
+        }
+    }
+
     /// The daemons sharing the database (status `nodes`): with SQLite, this one, now.
     pub async fn nodes(&self, node: &str) -> Result<Vec<NodeSeen>, StoreError> {
         match &self.backend {

@@ -215,6 +215,14 @@ impl PgStore {
         })
     }
 
+    /// `"async"` while the server streams to a standby asynchronously, else `"sync"`.
+    pub async fn durability(&self) -> Result<&'static str, StoreError> {
+        let async_standby: bool = sqlx::query_scalar(reads::ASYNC_STANDBY)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(if async_standby { "async" } else { "sync" })
+    }
+
     pub async fn healthy(&self) -> bool {
         self.writer.is_alive() && sqlx::query(reads::ALIVE).execute(&self.pool).await.is_ok()
     }

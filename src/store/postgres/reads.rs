@@ -13,6 +13,10 @@ use crate::store::model::{
 /// Whether the database answers (health).
 pub const ALIVE: &str = "SELECT 1";
 
+/// Whether the server streams to a standby asynchronously.
+pub const ASYNC_STANDBY: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IN ('async', 'potential'))";
+
 /// The head of an instance's queued line ($1 instance, $2 how many): cards already
 /// due only (a card whose `notBefore` is ahead is not in line yet).
 pub const HEAD_ROWS: &str = concat!(
