@@ -146,6 +146,11 @@ async fn not_before_is_checked_compared_by_the_idempotency_key_and_taken_by_send
         not_before_query(&too_far),
         "?notBefore=tomorrow".to_string(),
         "?when=now".to_string(),
+        format!(
+            "{}&notBefore={}",
+            not_before_query(&in_an_hour),
+            &not_before_query(&in_two_hours)["?notBefore=".len()..]
+        ),
     ] {
         for endpoint in ["sendContact", "sendContact:batch"] {
             let body = if endpoint == "sendContact" {

@@ -145,7 +145,13 @@ fn not_before(query: &[(String, String)]) -> Result<Option<i64>, ApiError> {
     for (key, value) in query {
         match key.as_str() {
             "notBefore" => {
-                found = Some(super::params::not_before(value, crate::clock::now_ms())?);
+                let at = super::params::not_before(value, crate::clock::now_ms())?;
+                if found.replace(at).is_some() {
+                    return Err(ApiError::bad_request(
+                        "invalid query",
+                        "'notBefore' is given twice",
+                    ));
+                }
             }
             other => {
                 return Err(ApiError::bad_request(

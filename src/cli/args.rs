@@ -212,7 +212,7 @@ pub struct FollowArgs {
     pub instance: Option<String>,
     /// Start after this event (`seq`); 0 for every event kept. Default: the newest
     /// event (only what happens from now on), or the consumer's cursor.
-    #[arg(long, value_name = "SEQ")]
+    #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
     pub after: Option<u64>,
     /// Run as the named consumer: its cursor is kept in the daemon's database and
     /// moves on after each delivery, so a restart goes on where it stopped (at least
