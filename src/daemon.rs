@@ -129,6 +129,13 @@ pub async fn run_until(
             .with_clock(clock.clone());
         drains.spawn(drain.run(shutdown.clone()));
     }
+    // A new hook starts at the newest event as the daemon starts, before the socket
+    // serves: no card enqueued through it is missed while its task gets going.
+    for name in settings.hooks.keys() {
+        crate::hooks::register(name, &store)
+            .await
+            .map_err(std::io::Error::other)?;
+    }
     // The hooks run apart from the drains: none of them can hold a line.
     let mut hooks = crate::hooks::spawn_all(
         settings.hooks.values().cloned(),

@@ -12,8 +12,8 @@
 //! [`OTHER_DAEMON_LOOK`] and take over, from the cursor in the database, when that
 //! daemon is gone. A failure is recorded (`status`, metrics) and retried after a back-off that doubles
 //! from `retry_initial` to `retry_max`. Events the hook does not take move the cursor
-//! on without a delivery. A new hook starts at the newest event: it is told of what
-//! happens from its first start on.
+//! on without a delivery. A new hook starts at the newest event as the daemon starts
+//! ([`register`], before the socket serves): it is told of what happens from then on.
 //!
 //! `contactq follow --consumer` runs the same [`Deliverer`] outside the daemon.
 
@@ -197,9 +197,14 @@ async fn run(hook: HookSettings, deliverer: Deliverer, store: Store, mut shutdow
 }
 
 /// The hook's cursor, created at the newest event the first time.
-async fn start(name: &str, store: &Store) -> Result<i64, StoreError> {
+/// Gives hook `name` its cursor, at the newest event, unless it has one already.
+pub async fn register(name: &str, store: &Store) -> Result<(), StoreError> {
     let last = store.stream_ends().await?.last;
-    store.start_consumer(name, last).await?;
+    store.start_consumer(name, last).await
+}
+
+async fn start(name: &str, store: &Store) -> Result<i64, StoreError> {
+    register(name, store).await?;
     match store.consumer(name).await? {
         Some(row) => Ok(row.cursor),
         None => Err(StoreError::database("the hook's cursor was not kept")),
