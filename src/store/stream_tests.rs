@@ -51,6 +51,7 @@ on_both!(
     a_consumer_starts_once_and_its_cursor_and_failures_are_kept,
     bulk_expiry_and_a_due_card_write_their_events,
     delivery_moves_forward_only_with_its_events_and_counts,
+    a_card_that_came_due_goes_before_cards_enqueued_after_its_not_before,
 );
 
 fn request(n: usize) -> EnqueueRequest {
@@ -421,4 +422,29 @@ async fn delivery_moves_forward_only_with_its_events_and_counts(at: Where) {
     assert_eq!(counts.get("delivery:noAccount"), 1);
     assert_eq!(counts.get("delivery:sent"), 0);
     assert_eq!(counts.get("delivery:delivered"), 0);
+}
+
+/// A card's place in line is max(enqueuedAt, notBefore): once its time has come it goes
+/// before cards enqueued after that time, even when no drain joined it to its line yet.
+async fn a_card_that_came_due_goes_before_cards_enqueued_after_its_not_before(at: Where) {
+    let store = at.open().await;
+    let now = crate::clock::now_ms();
+    let mut soon = request(1);
+    soon.not_before = Some(now + 300);
+    let due = match store.enqueue(soon).await.unwrap() {
+        EnqueueOutcome::Created { rows, .. } => rows[0].id.clone(),
+        other => panic!("not created: {other:?}"),
+    };
+    assert!(store.head_rows("main", 10).await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let later = enqueue(&store, 1).await.remove(0).id;
+    let head: Vec<String> = store
+        .head_rows("main", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(head, vec![due, later], "the due card first");
+    store.close().await;
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::due;
 use super::enqueue::{self, Pending, QUEUED_COUNTS};
 use super::stream;
 use super::Committed;
@@ -212,6 +213,14 @@ async fn commit_group(
 ) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
+    // A card's place in line is max(enqueuedAt, notBefore) (docs/api.md §11): cards of
+    // these lines that came due join before the new ones take their places, even while
+    // their drain is busy and has not looked yet.
+    let lines: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.instance.as_str()).collect();
+    for instance in lines {
+        due::join_due(&mut tx, instance, now).await?;
+    }
     let cards: usize = requests.iter().map(|r| r.cards.len()).sum();
     let mut pending = Pending {
         rows: Vec::with_capacity(cards),

@@ -27,6 +27,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::due;
 use super::enqueue::{self, QUEUED_COUNTS, SCHEDULED_COUNT, SCHEDULED_COUNTS};
 use super::line;
 use super::stream;
@@ -352,6 +353,19 @@ impl Thread {
         self.sealed = None;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(group.len());
+        // A card's place in line is max(enqueuedAt, notBefore) (docs/api.md §11): cards
+        // of these lines that came due join before the new ones take their places,
+        // even while their drain is busy and has not looked yet.
+        let lines: std::collections::BTreeSet<String> = group
+            .iter()
+            .filter_map(|job| match job {
+                Job::Enqueue { request, .. } => Some(request.instance.clone()),
+                _ => None,
+            })
+            .collect();
+        for instance in &lines {
+            due::join_due(&tx, instance, now, &self.line_counter)?;
+        }
         // Per instance: the cards added, and how many of them are not yet due.
         let mut added: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for job in group.iter_mut() {
