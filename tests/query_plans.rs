@@ -88,6 +88,7 @@ async fn a_sent_outcome_and_the_next_claim_share_one_transaction() {
     );
     let sent = SendOutcomeRecord::Sent {
         id_message: "3EB0C767D097B7C7C030".into(),
+        attempt: 1,
     };
     let attempt = store
         .finish_and_begin(Some((&rows[0].id, &sent, 1500)), &rows[1].id, "main", 2000)

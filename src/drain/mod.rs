@@ -690,7 +690,7 @@ impl Drain {
         let status = outcome_status(&outcome);
         crate::metrics::upstream_request(&self.name, "sendContact", &status, elapsed);
         tracing::info!(attempt, upstream_status = %status, latency_ms = elapsed.as_millis() as u64, "sendContact answered");
-        self.apply(&row, outcome).await
+        self.apply(&row, outcome, attempt).await
     }
 
     /// Records what the API answered and decides what the line does next.
@@ -698,6 +698,7 @@ impl Drain {
         &mut self,
         row: &MessageRow,
         outcome: SendOutcome,
+        attempt: i64,
     ) -> Result<Outcome, StoreError> {
         let now = self.clock.wall_ms();
         let mono = self.clock.mono_ms();
@@ -710,7 +711,13 @@ impl Drain {
                 });
                 crate::metrics::ended(&self.name, MessageState::Sent);
                 self.follow_new_send();
-                (SendOutcomeRecord::Sent { id_message }, Outcome::Progress)
+                (
+                    SendOutcomeRecord::Sent {
+                        id_message,
+                        attempt,
+                    },
+                    Outcome::Progress,
+                )
             }
             SendOutcome::Rejected { status, error } => {
                 crate::metrics::ended(&self.name, MessageState::Failed);

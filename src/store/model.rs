@@ -187,8 +187,10 @@ pub enum EnqueueOutcome {
 /// What became of an attempt, as the store records it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcomeRecord {
-    /// The API took the card: `sent` with its idMessage.
-    Sent { id_message: String },
+    /// The API took the card: `sent` with its idMessage. Recorded only if the card is
+    /// still `sending` at this `attempt` (docs/api.md §10): a late answer to an earlier
+    /// attempt never counts for a later one.
+    Sent { id_message: String, attempt: i64 },
     /// Found in the API's journal after an uncertain attempt.
     Reconciled { id_message: String },
     /// Rejected for good (e.g. 400): `failed` with the API's text.

@@ -101,6 +101,7 @@ async fn every_change_is_one_numbered_event_and_subscribers_hear_the_commit(at: 
     store.begin_attempt(a, "main", now).await.unwrap();
     let sent = SendOutcomeRecord::Sent {
         id_message: "X1".into(),
+        attempt: 1,
     };
     store.record_outcome(a, &sent, now).await.unwrap();
     // An outcome that changes nothing (the card is no longer sending) adds no event.
@@ -354,6 +355,7 @@ async fn delivery_moves_forward_only_with_its_events_and_counts(at: Where) {
         store.begin_attempt(id, "main", now).await.unwrap();
         let sent = SendOutcomeRecord::Sent {
             id_message: idm.into(),
+            attempt: 1,
         };
         store.record_outcome(id, &sent, now).await.unwrap();
     }

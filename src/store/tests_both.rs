@@ -94,6 +94,7 @@ async fn state_changes_among_enqueues_and_claims_all_commit_without_busy(store: 
             let mut last: Option<String> = None;
             let sent_record = SendOutcomeRecord::Sent {
                 id_message: "X".into(),
+                attempt: 1,
             };
             for _ in 0..ROUNDS * 4 {
                 let head = store.head_rows("other", 1).await.unwrap();

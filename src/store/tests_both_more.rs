@@ -15,6 +15,7 @@ both!(
     expiry_retry_and_retention_keep_states_counts_and_keys,
     outcomes_write_their_history_in_order,
     line_and_chat_holds_are_kept_and_released_by_resume,
+    a_sent_answer_counts_only_for_its_own_attempt,
 );
 
 fn keyed(instance: &str, key: &str, cards: Vec<crate::contact::Card>) -> EnqueueRequest {
@@ -245,6 +246,7 @@ async fn outcomes_write_their_history_in_order(store: Store) {
     };
     let sent = SendOutcomeRecord::Sent {
         id_message: "ID-1".into(),
+        attempt: 1,
     };
     store.begin_attempt(&ids[0], "main", 10).await.unwrap();
     store
@@ -354,4 +356,34 @@ async fn line_and_chat_holds_are_kept_and_released_by_resume(store: Store) {
     assert!(store.chat_holds("main").await.unwrap().is_empty());
     assert_eq!(store.instance("never").await.unwrap().name, "never");
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// A `sent` answer is recorded only for the attempt it answers: a late answer to
+/// attempt 1, arriving while attempt 2 is in flight, leaves the card `sending` for
+/// attempt 2's own answer (docs/api.md §10).
+async fn a_sent_answer_counts_only_for_its_own_attempt(store: Store) {
+    let id = created(&store, "main", 0).await[0].id.clone();
+    let requeue = SendOutcomeRecord::Requeue {
+        error: "busy".into(),
+        http_status: Some(502),
+    };
+    assert_eq!(store.begin_attempt(&id, "main", 10).await.unwrap(), 1);
+    store.record_outcome(&id, &requeue, 11).await.unwrap();
+    assert_eq!(store.begin_attempt(&id, "main", 12).await.unwrap(), 2);
+    let late = SendOutcomeRecord::Sent {
+        id_message: "FROM-ATTEMPT-1".into(),
+        attempt: 1,
+    };
+    store.record_outcome(&id, &late, 13).await.unwrap();
+    let row = store.message(&id).await.unwrap();
+    assert_eq!(row.state, "sending", "attempt 2 is still in flight");
+    assert_eq!(row.id_message, None);
+    let own = SendOutcomeRecord::Sent {
+        id_message: "FROM-ATTEMPT-2".into(),
+        attempt: 2,
+    };
+    store.record_outcome(&id, &own, 14).await.unwrap();
+    let row = store.message(&id).await.unwrap();
+    assert_eq!(row.state, "sent");
+    assert_eq!(row.id_message.as_deref(), Some("FROM-ATTEMPT-2"));
 }

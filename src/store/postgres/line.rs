@@ -32,10 +32,13 @@ pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attem
 /// The instance's last send time, for pacing across restarts ($1 instance, $2 now).
 pub const LAST_SEND: &str = "UPDATE instances SET last_send_at = $2 WHERE name = $1";
 
-/// Outcome `sent` ($1 id, $2 idMessage, $3 now); answers the instance if it changed.
+/// Outcome `sent` ($1 id, $2 idMessage, $3 now, $4 the attempt it answers, NULL for a
+/// card found by reconcile); answers the instance if it changed.
 /// Its delivery is followed from then on (`delivery` 'sent').
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = $2, sent_at = $3,
-    ended_at = $3, last_error = NULL, delivery = 'sent' WHERE id = $1 AND state = 'sending' RETURNING instance";
+    ended_at = $3, last_error = NULL, delivery = 'sent'
+    WHERE id = $1 AND state = 'sending' AND ($4::integer IS NULL OR attempts = $4)
+    RETURNING instance";
 
 /// Outcome `failed` ($1 id, $2 error, $3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = $2,
@@ -104,11 +107,17 @@ pub(super) async fn outcome(
     held: &HeldBy,
 ) -> sqlx::Result<()> {
     let (event, status, detail) = match outcome {
-        SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
+        SendOutcomeRecord::Sent { id_message, .. }
+        | SendOutcomeRecord::Reconciled { id_message } => {
+            let attempt = match outcome {
+                SendOutcomeRecord::Sent { attempt, .. } => i32::try_from(*attempt).ok(),
+                _ => None,
+            };
             let changed: Option<String> = sqlx::query_scalar(OUTCOME_SENT)
                 .bind(id)
                 .bind(id_message)
                 .bind(now)
+                .bind(attempt)
                 .fetch_optional(&mut *tx)
                 .await?;
             let changed = match changed {

@@ -23,10 +23,12 @@ pub const CLAIM: &str = "UPDATE messages SET state = 'sending', attempts = attem
 pub const LAST_SEND: &str = "INSERT INTO instances (name, last_send_at) VALUES (?1, ?2)
     ON CONFLICT (name) DO UPDATE SET last_send_at = excluded.last_send_at";
 
-/// Outcome `sent` (?1 id, ?2 idMessage, ?3 now); answers the instance if it changed.
+/// Outcome `sent` (?1 id, ?2 idMessage, ?3 now, ?4 the attempt it answers, NULL for a
+/// card found by reconcile); answers the instance if it changed.
 /// Its delivery is followed from then on (`delivery` 'sent').
 pub const OUTCOME_SENT: &str = "UPDATE messages SET state = 'sent', id_message = ?2, sent_at = ?3,
-    ended_at = ?3, last_error = NULL, delivery = 'sent' WHERE id = ?1 AND state = 'sending' RETURNING instance";
+    ended_at = ?3, last_error = NULL, delivery = 'sent'
+    WHERE id = ?1 AND state = 'sending' AND (?4 IS NULL OR attempts = ?4) RETURNING instance";
 
 /// Outcome `failed` (?1 id, ?2 error, ?3 now); answers the instance if it changed.
 pub const OUTCOME_FAILED: &str = "UPDATE messages SET state = 'failed', last_error = ?2,
@@ -71,10 +73,15 @@ pub(super) fn outcome(
     now: i64,
 ) -> rusqlite::Result<()> {
     let (event, status, detail) = match outcome {
-        SendOutcomeRecord::Sent { id_message } | SendOutcomeRecord::Reconciled { id_message } => {
+        SendOutcomeRecord::Sent { id_message, .. }
+        | SendOutcomeRecord::Reconciled { id_message } => {
+            let attempt = match outcome {
+                SendOutcomeRecord::Sent { attempt, .. } => Some(*attempt),
+                _ => None,
+            };
             let changed: Option<String> = tx
                 .prepare_cached(OUTCOME_SENT)?
-                .query_row(params![id, id_message, now], |r| r.get(0))
+                .query_row(params![id, id_message, now, attempt], |r| r.get(0))
                 .optional()?;
             if let Some(instance) = changed {
                 stream::add(tx, now, id, &instance, EventKind::Sent)?;
