@@ -20,6 +20,9 @@ mod timing_tests;
 #[path = "delivery_tests.rs"]
 mod delivery_tests;
 
+#[path = "lease_tests.rs"]
+mod lease_tests;
+
 const SEND_DELAY: Duration = Duration::from_secs(5);
 const HOUR_MS: i64 = 3_600_000;
 
