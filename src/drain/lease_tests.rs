@@ -67,3 +67,36 @@ async fn two_minutes_of_refusals_give_the_lease_up_for_five_minutes() {
     assert_eq!(store.try_lead("main").await, Some(2));
     store.close().await;
 }
+
+/// The leases held are renewed apart from the drains: a drain that does not turn for
+/// longer than its lease's own deadline (a slow request) still holds it, at its epoch.
+#[tokio::test]
+async fn a_lease_is_renewed_while_its_drain_is_busy() {
+    let Some(db) = crate::test_postgres::TestDatabase::create().await else {
+        return;
+    };
+    let target = crate::config::PostgresTarget::parse("test", &db.url, None).unwrap();
+    let store = Store::open_database(
+        &crate::config::Database::Postgres(target),
+        "test",
+        StoreOptions {
+            lease: Duration::from_secs(3),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.try_lead("main").await, Some(1));
+    // Past the own deadline of a lease never renewed (3 s − 1 s), no drain turn between.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        store.may_send("main"),
+        "renewed by the daemon, not the drain"
+    );
+    let view = store.lease_view("main", "test").await.unwrap();
+    assert_eq!(
+        (view.drained_by.as_deref(), view.epoch),
+        (Some("test"), Some(1))
+    );
+    store.close().await;
+}

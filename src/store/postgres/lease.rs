@@ -188,6 +188,12 @@ impl Leases {
         }
     }
 
+    /// The instances whose lease this daemon holds now.
+    pub(super) fn held_instances(&self) -> Vec<String> {
+        let state = self.state.lock().expect("lease state");
+        state.held.keys().cloned().collect()
+    }
+
     /// The holder's own deadline for a lease renewed at `h.renewed`.
     fn deadline(&self, h: &Held) -> i64 {
         h.renewed + self.lease_ms - MARGIN_MS

@@ -104,6 +104,23 @@ macro_rules! transaction {
     }};
 }
 
+/// Renews the leases this daemon holds every `every` (lease / 3), apart from the
+/// drains: a drain busy longer than that (a slow request, a long reconcile) keeps its
+/// lease instead of letting it lapse. Ends when the store is gone.
+fn renew_leases(leases: Weak<lease::Leases>, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(leases) = leases.upgrade() else {
+                return;
+            };
+            for instance in leases.held_instances() {
+                leases.try_lead(&instance).await;
+            }
+        }
+    });
+}
+
 /// How often a daemon reads the stream's counter, to hear of other daemons' commits.
 const LOOK_EVERY: Duration = Duration::from_millis(300);
 
@@ -206,10 +223,12 @@ impl PgStore {
             duration_ms(options.lease),
             options.clock.clone(),
         );
+        let leases = Arc::new(leases);
+        renew_leases(Arc::downgrade(&leases), options.lease / 3);
         Ok(PgStore {
             pool,
             writer,
-            leases: Arc::new(leases),
+            leases,
             hooks: Arc::new(hook_locks::HookLocks::new(connect)),
             committed,
         })
