@@ -80,15 +80,15 @@ async fn a_lease_is_renewed_while_its_drain_is_busy() {
         &crate::config::Database::Postgres(target),
         "test",
         StoreOptions {
-            lease: Duration::from_secs(3),
+            lease: Duration::from_secs(6),
             ..StoreOptions::default()
         },
     )
     .await
     .unwrap();
     assert_eq!(store.try_lead("main").await, Some(1));
-    // Past the own deadline of a lease never renewed (3 s − 1 s), no drain turn between.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Past the own deadline of a lease never renewed (6 s − 1 s), no drain turn between.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     assert!(
         store.may_send("main"),
         "renewed by the daemon, not the drain"

@@ -104,8 +104,8 @@ macro_rules! transaction {
     }};
 }
 
-/// Renews the leases this daemon holds every `every` (lease / 3), apart from the
-/// drains: a drain busy longer than that (a slow request, a long reconcile) keeps its
+/// Renews the leases this daemon holds (each once lease/3 has passed since its last
+/// renewal, looking every `every`), apart from the drains: a drain busy longer than that (a slow request, a long reconcile) keeps its
 /// lease instead of letting it lapse. Ends when the store is gone.
 fn renew_leases(leases: Weak<lease::Leases>, every: Duration) {
     tokio::spawn(async move {
@@ -224,7 +224,8 @@ impl PgStore {
             options.clock.clone(),
         );
         let leases = Arc::new(leases);
-        renew_leases(Arc::downgrade(&leases), options.lease / 3);
+        // Looks twice per renewal period: a lease is renewed within lease/2 at worst.
+        renew_leases(Arc::downgrade(&leases), options.lease / 6);
         Ok(PgStore {
             pool,
             writer,
