@@ -517,17 +517,7 @@ async fn bulk_changes_are_events_of_the_stream_one_per_card() {
         .await;
     assert_eq!((status, &body), (200, &json!({"count": 2, "more": false})));
 
-    let r = d
-        .client()
-        .send(contactq::cli::client::ApiRequest::get("/v1/events?after=0"))
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    let events: Vec<Value> = String::from_utf8(r.body.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = d.events_after(0).await;
     let of_card = |id: &str| -> Vec<String> {
         events
             .iter()

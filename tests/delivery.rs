@@ -54,15 +54,9 @@ async fn wait_delivery(d: &TestDaemon, id: &str, want: &str, within: Duration) -
 
 /// Every event of card `id`, in `seq` order.
 async fn events_of(d: &TestDaemon, id: &str) -> Vec<String> {
-    let r = d
-        .client()
-        .send(contactq::cli::client::ApiRequest::get("/v1/events?after=0"))
+    d.events_after(0)
         .await
-        .unwrap();
-    String::from_utf8(r.body.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .into_iter()
         .filter(|e| e["id"] == id)
         .map(|e| e["event"].as_str().unwrap().to_string())
         .collect()

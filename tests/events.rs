@@ -20,21 +20,6 @@ crate::on_both_backends!(
     follow_prints_each_event_as_one_json_line,
 );
 
-/// Every event after `after` (non-follow: up to the last committed).
-async fn events_after(d: &TestDaemon, after: i64) -> Vec<Value> {
-    let r = d
-        .client()
-        .send(ApiRequest::get(format!("/v1/events?after={after}")))
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    String::from_utf8(r.body.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn pause(d: &TestDaemon) {
     let (status, body) = d.post("/v1/instances/main/pause", &Value::Null).await;
     assert_eq!(status, 200, "{body}");
@@ -116,7 +101,7 @@ async fn event_seq_is_gap_free_and_in_order_under_32_enqueuers_a_drain_and_cance
         d.status().await["queued"] == 0 && d.status().await["sending"] == 0
     })
     .await;
-    let events = events_after(&d, 0).await;
+    let events = d.events_after(0).await;
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     let expected: Vec<i64> = (1..=events.len() as i64).collect();
     assert_eq!(seqs, expected, "seq is 1..N without a gap, in order");
@@ -229,7 +214,7 @@ async fn an_after_older_than_retention_answers_410_with_the_oldest_kept() {
         d.request(ApiRequest::delete(format!("/v1/messages/{id}")))
             .await;
     }
-    assert_eq!(events_after(&d, 0).await.len(), 6);
+    assert_eq!(d.events_after(0).await.len(), 6);
     // Retention deletes the old events but keeps the newest: its seq goes on. It takes
     // them as each passes `keep_done`, so the first ones may go a moment before the rest.
     eventually(
@@ -244,7 +229,7 @@ async fn an_after_older_than_retention_answers_410_with_the_oldest_kept() {
     let (status, body) = d.get("/v1/events?after=2").await;
     assert_eq!(status, 410);
     assert_eq!(body["oldest"], 6, "{body}");
-    let kept = events_after(&d, 5).await;
+    let kept = d.events_after(5).await;
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0]["seq"], 6);
     assert!(
@@ -253,7 +238,7 @@ async fn an_after_older_than_retention_answers_410_with_the_oldest_kept() {
         kept[0]
     );
     d.enqueue_ok(&card(9)).await;
-    assert_eq!(events_after(&d, 6).await[0]["seq"], 7);
+    assert_eq!(d.events_after(6).await[0]["seq"], 7);
     let status = d.get("/v1/status").await.1;
     assert_eq!(status["stream"]["lastSeq"], 7, "{status}");
 }

@@ -63,15 +63,9 @@ async fn consumer(d: &TestDaemon, name: &str) -> Value {
 
 /// The seq of each `sent` event, in order.
 async fn sent_seqs(d: &TestDaemon) -> Vec<(String, String)> {
-    let r = d
-        .client()
-        .send(contactq::cli::client::ApiRequest::get("/v1/events?after=0"))
+    d.events_after(0)
         .await
-        .unwrap();
-    String::from_utf8(r.body.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .into_iter()
         .filter(|e| e["event"] == "sent")
         .map(|e| (e["seq"].to_string(), e["id"].as_str().unwrap().to_string()))
         .collect()

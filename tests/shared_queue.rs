@@ -488,16 +488,9 @@ async fn events_written_through_daemon_a_reach_daemon_b_follow_stream_gap_free()
 
 /// Every event of the stream, as `(seq, event, id)`.
 async fn events_of(d: &TestDaemon) -> Vec<(i64, String, String)> {
-    let r = d
-        .client()
-        .send(ApiRequest::get("/v1/events?after=0"))
+    d.events_after(0)
         .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    String::from_utf8(r.body.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .into_iter()
         .map(|e| {
             (
                 e["seq"].as_i64().unwrap(),

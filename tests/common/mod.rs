@@ -376,6 +376,22 @@ impl TestDaemon {
     }
 
     /// The first instance's status. Panics unless the daemon answers 200 with it.
+    /// Every event after `after` (`GET /v1/events`, not following: up to the last
+    /// committed), one JSON value per NDJSON line.
+    pub async fn events_after(&self, after: i64) -> Vec<Value> {
+        let r = self
+            .client()
+            .send(ApiRequest::get(format!("/v1/events?after={after}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        String::from_utf8(r.body.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub async fn status(&self) -> Value {
         let (status, body) = self.get("/v1/status").await;
         assert_eq!(status, 200, "GET /v1/status: {body}");
